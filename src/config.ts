@@ -1,0 +1,161 @@
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+
+/** Every setting of the service, typed and validated once at start. Units last in names. */
+export interface Config {
+  env: 'development' | 'production' | 'test';
+  host: string;
+  port: number;
+  /** When unset, an embedded PostgreSQL is started under `dataDir`. */
+  databaseUrl: string | undefined;
+  dataDir: string;
+  embeddedPostgresPort: number;
+  databasePoolSize: number;
+  redisUrl: string | undefined;
+  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  publicUrl: string;
+  jwtSecret: string;
+  pinPepper: string;
+  gatewayWebhookSecret: string;
+  gatewaySandbox: boolean;
+  accessTokenTtlSeconds: number;
+  refreshTokenTtlSeconds: number;
+  pinMaxFailures: number;
+  pinLockSeconds: number;
+  maxTransactionAmountMinor: number;
+  webhookToleranceSeconds: number;
+  currency: string;
+  bodyLimitBytes: number;
+  shutdownGraceMs: number;
+}
+
+export class ConfigError extends Error {}
+
+type Env = Record<string, string | undefined>;
+
+const SECRET_NAMES = ['JWT_SECRET', 'PIN_PEPPER', 'GATEWAY_WEBHOOK_SECRET'] as const;
+const MIN_SECRET_LENGTH = 32;
+
+function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  if (!/^\d+$/.test(raw)) throw new ConfigError(`${name} must be a whole number, got "${raw}"`);
+  const value = Number(raw);
+  if (!Number.isSafeInteger(value) || value < min || value > max) {
+    throw new ConfigError(`${name} must be between ${min} and ${max}, got ${raw}`);
+  }
+  return value;
+}
+
+function boolean(env: Env, name: string, fallback: boolean): boolean {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  if (['1', 'true', 'yes', 'on'].includes(raw.toLowerCase())) return true;
+  if (['0', 'false', 'no', 'off'].includes(raw.toLowerCase())) return false;
+  throw new ConfigError(`${name} must be true or false, got "${raw}"`);
+}
+
+function url(env: Env, name: string, protocols: string[]): string | undefined {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return undefined;
+  let parsed: URL;
+  try {
+    parsed = new URL(raw);
+  } catch {
+    throw new ConfigError(`${name} is not a valid URL`);
+  }
+  if (!protocols.includes(parsed.protocol)) {
+    throw new ConfigError(`${name} must use ${protocols.join(' or ')}, got ${parsed.protocol}`);
+  }
+  return raw;
+}
+
+/**
+ * Secrets come from the environment. In development, a missing secret is generated once
+ * and kept in the data directory so restarts keep tokens and PIN hashes valid; in
+ * production a missing secret is a start-up error.
+ */
+function loadSecrets(env: Env, dataDir: string, production: boolean, warnings: string[]) {
+  const missing = SECRET_NAMES.filter((name) => !env[name]);
+  for (const name of SECRET_NAMES) {
+    const value = env[name];
+    if (value && value.length < MIN_SECRET_LENGTH) {
+      throw new ConfigError(`${name} must be at least ${MIN_SECRET_LENGTH} characters`);
+    }
+  }
+  if (missing.length > 0 && production) {
+    throw new ConfigError(`${missing.join(', ')} must be set when NODE_ENV=production`);
+  }
+  const stored: Record<string, string> = {};
+  if (missing.length > 0) {
+    const file = join(dataDir, 'secrets.json');
+    if (existsSync(file)) Object.assign(stored, JSON.parse(readFileSync(file, 'utf8')));
+    let changed = false;
+    for (const name of missing) {
+      if (!stored[name]) {
+        stored[name] = randomBytes(32).toString('base64url');
+        changed = true;
+      }
+    }
+    if (changed) {
+      mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+      writeFileSync(file, JSON.stringify(stored, null, 2) + '\n', { mode: 0o600 });
+    }
+    warnings.push(`${missing.join(', ')} not set: using development secrets kept in ${file}`);
+  }
+  const pick = (name: (typeof SECRET_NAMES)[number]) => env[name] || stored[name]!;
+  return {
+    jwtSecret: pick('JWT_SECRET'),
+    pinPepper: pick('PIN_PEPPER'),
+    gatewayWebhookSecret: pick('GATEWAY_WEBHOOK_SECRET'),
+  };
+}
+
+export function loadConfig(env: Env = process.env): { config: Config; warnings: string[] } {
+  const warnings: string[] = [];
+  const nodeEnv = env.NODE_ENV ?? 'development';
+  if (!['development', 'production', 'test'].includes(nodeEnv)) {
+    throw new ConfigError(`NODE_ENV must be development, production or test, got "${nodeEnv}"`);
+  }
+  const production = nodeEnv === 'production';
+  const logLevel = env.LOG_LEVEL ?? (nodeEnv === 'test' ? 'silent' : 'info');
+  const levels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+  if (!levels.includes(logLevel)) {
+    throw new ConfigError(`LOG_LEVEL must be one of ${levels.join(', ')}, got "${logLevel}"`);
+  }
+  const host = env.HOST || '0.0.0.0';
+  const port = integer(env, 'PORT', 3000, 0, 65535);
+  const dataDir = resolve(env.DATA_DIR || '.data');
+  const currency = env.CURRENCY || 'INR';
+  if (!/^[A-Z]{3}$/.test(currency)) throw new ConfigError(`CURRENCY must be an ISO 4217 code, got "${currency}"`);
+  const secrets = loadSecrets(env, dataDir, production, warnings);
+  const config: Config = {
+    env: nodeEnv as Config['env'],
+    host,
+    port,
+    databaseUrl: url(env, 'DATABASE_URL', ['postgres:', 'postgresql:']),
+    dataDir,
+    embeddedPostgresPort: integer(env, 'EMBEDDED_POSTGRES_PORT', 54329, 1024, 65535),
+    databasePoolSize: integer(env, 'DATABASE_POOL_SIZE', 20, 1, 500),
+    redisUrl: url(env, 'REDIS_URL', ['redis:', 'rediss:']),
+    logLevel: logLevel as Config['logLevel'],
+    publicUrl: (url(env, 'PUBLIC_URL', ['http:', 'https:']) ?? `http://localhost:${port}`).replace(/\/$/, ''),
+    ...secrets,
+    gatewaySandbox: boolean(env, 'GATEWAY_SANDBOX', true),
+    accessTokenTtlSeconds: integer(env, 'ACCESS_TOKEN_TTL_SECONDS', 900, 30, 86_400),
+    refreshTokenTtlSeconds: integer(env, 'REFRESH_TOKEN_TTL_SECONDS', 30 * 86_400, 60, 365 * 86_400),
+    pinMaxFailures: integer(env, 'PIN_MAX_FAILURES', 5, 1, 100),
+    pinLockSeconds: integer(env, 'PIN_LOCK_SECONDS', 900, 1, 86_400),
+    // ₹1,00,000.00 by default; the hard ceiling keeps sums far from 2^63.
+    maxTransactionAmountMinor: integer(env, 'MAX_TRANSACTION_AMOUNT_MINOR', 10_000_000, 1, 1_000_000_000_000),
+    webhookToleranceSeconds: integer(env, 'WEBHOOK_TOLERANCE_SECONDS', 300, 1, 3600),
+    currency,
+    bodyLimitBytes: integer(env, 'BODY_LIMIT_BYTES', 64 * 1024, 1024, 10 * 1024 * 1024),
+    shutdownGraceMs: integer(env, 'SHUTDOWN_GRACE_MS', 10_000, 0, 600_000),
+  };
+  if (config.redisUrl) {
+    warnings.push('REDIS_URL is set but nothing in this version uses Redis yet; it is accepted and ignored');
+  }
+  return { config, warnings };
+}

@@ -1,0 +1,41 @@
+import pg from 'pg';
+
+export type Db = pg.Pool;
+export type Tx = pg.PoolClient;
+/** Anything that can run a query: the pool, or a client inside a transaction. */
+export type Queryable = pg.Pool | pg.PoolClient;
+
+// bigint columns (int8) and sums (numeric) come back as strings by default. Money is an
+// integer count of minor units, so parse them as exact integers and refuse anything that
+// would not survive as a JavaScript number.
+function parseExactInteger(text: string): number {
+  const value = Number(text);
+  if (!Number.isSafeInteger(value)) throw new RangeError(`integer out of safe range: ${text}`);
+  return value;
+}
+pg.types.setTypeParser(pg.types.builtins.INT8, parseExactInteger);
+pg.types.setTypeParser(pg.types.builtins.NUMERIC, parseExactInteger);
+
+export function createPool(connectionString: string, max: number): Db {
+  const pool = new pg.Pool({
+    connectionString,
+    max,
+    connectionTimeoutMillis: 5_000,
+    idleTimeoutMillis: 30_000,
+    // A statement that runs this long is a bug or an outage; fail it rather than hang.
+    statement_timeout: 30_000,
+    application_name: 'wallet-service',
+  });
+  // An idle client losing its connection (database restart) must not crash the process.
+  pool.on('error', () => undefined);
+  return pool;
+}
+
+export async function withClient<T>(db: Db, fn: (client: Tx) => Promise<T>): Promise<T> {
+  const client = await db.connect();
+  try {
+    return await fn(client);
+  } finally {
+    client.release();
+  }
+}

@@ -1,0 +1,59 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** Every Prometheus metric of the service, in one registry per app instance. */
+export function createMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  return {
+    registry,
+    httpRequests: new Counter({
+      name: 'http_requests_total',
+      help: 'HTTP requests answered, by route, method and status',
+      labelNames: ['method', 'route', 'status'] as const,
+      registers: [registry],
+    }),
+    httpDuration: new Histogram({
+      name: 'http_request_duration_seconds',
+      help: 'Time to answer an HTTP request',
+      labelNames: ['method', 'route'] as const,
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [registry],
+    }),
+    ledgerCommands: new Counter({
+      name: 'ledger_commands_total',
+      help: 'Posting commands evaluated by the ledger, by transaction type and outcome',
+      labelNames: ['type', 'outcome'] as const,
+      registers: [registry],
+    }),
+    ledgerBatchSize: new Histogram({
+      name: 'ledger_batch_size',
+      help: 'Commands applied per database transaction (group commit)',
+      buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512],
+      registers: [registry],
+    }),
+    ledgerBatchDuration: new Histogram({
+      name: 'ledger_batch_duration_seconds',
+      help: 'Time to apply and commit one batch of posting commands',
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+      registers: [registry],
+    }),
+    ledgerBatchRetries: new Counter({
+      name: 'ledger_batch_retries_total',
+      help: 'Batches retried after a conflict, deadlock or lost connection',
+      registers: [registry],
+    }),
+    ledgerMovedMinor: new Counter({
+      name: 'ledger_moved_minor_units_total',
+      help: 'Money moved by posted ledger transactions, in minor units, by transaction type',
+      labelNames: ['type'] as const,
+      registers: [registry],
+    }),
+    reconciliationMismatches: new Gauge({
+      name: 'ledger_reconciliation_mismatches',
+      help: 'Mismatches found by the last reconciliation run',
+      registers: [registry],
+    }),
+  };
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;
