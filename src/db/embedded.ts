@@ -19,7 +19,10 @@ interface Ids {
 }
 
 export interface EmbeddedPostgres {
+  /** Superuser URL of the server's maintenance database. */
   url: string;
+  /** True when the server was already running (left by a crashed or concurrent process). */
+  adopted: boolean;
   stop(): Promise<void>;
 }
 
@@ -139,7 +142,8 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
     await initialise(bins, pgDir, password, ids);
   }
   let listenPort = port;
-  if (await isRunning(bins, pgDir, ids)) {
+  const alreadyRunning = await isRunning(bins, pgDir, ids);
+  if (alreadyRunning) {
     // postmaster.pid's fourth line is the port the running server listens on.
     listenPort = Number(readFileSync(join(pgDir, 'postmaster.pid'), 'utf8').split('\n')[3]) || port;
     log(`embedded PostgreSQL is already running on port ${listenPort} (left by an earlier process); reusing it`);
@@ -152,6 +156,7 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
   const url = `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${listenPort}/postgres`;
   return {
     url,
+    adopted: alreadyRunning,
     async stop() {
       await run(bins.pg_ctl, ['stop', '-D', pgDir, '-m', 'fast', '-w', '-t', '60'], ids).catch((error: Error) => {
         log(`stopping embedded PostgreSQL failed: ${error.message}`);

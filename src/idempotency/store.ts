@@ -88,3 +88,7 @@ export async function storeKeys(db: Queryable, items: Array<IdempotencyClaim & S
 }
 
 export const IDEMPOTENCY_KEY_CONSTRAINT = 'idempotency_keys_pkey';
+
+export interface IdempotentResponse extends StoredResponse {
+  replayed: boolean;
+}

@@ -1,0 +1,48 @@
+import type { Db } from '../db/pool.js';
+import { withTransaction } from '../db/transaction.js';
+import { DomainError } from '../errors.js';
+import { reconcile, type Reconciliation } from '../ledger/reconcile.js';
+import type { Metrics } from '../metrics.js';
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export interface FrozenView {
+  id: string;
+  handle: string;
+  status: 'active' | 'frozen';
+}
+
+export class AdminService {
+  constructor(
+    private readonly db: Db,
+    private readonly metrics: Metrics,
+  ) {}
+
+  async reconciliation(): Promise<Reconciliation> {
+    const result = await reconcile(this.db);
+    this.metrics.reconciliationMismatches.set(result.mismatches.length);
+    return result;
+  }
+
+  /** Freezes or unfreezes a wallet and records who did it in the append-only audit log. */
+  async setStatus(actorId: string, walletId: string, status: 'active' | 'frozen', reason: string | undefined): Promise<FrozenView> {
+    if (!UUID.test(walletId)) throw new DomainError('wallet_not_found');
+    return withTransaction(this.db, async (tx) => {
+      const { rows } = await tx.query<{ id: string; handle: string; previous: string }>(
+        `UPDATE wallets w SET status = $2 FROM wallets old
+          WHERE w.id = $1 AND old.id = w.id
+          RETURNING w.id, w.handle, old.status AS previous`,
+        [walletId, status],
+      );
+      const row = rows[0];
+      if (!row) throw new DomainError('wallet_not_found');
+      await tx.query(`INSERT INTO audit_log (actor_id, action, subject, detail) VALUES ($1, $2, $3, $4)`, [
+        actorId,
+        status === 'frozen' ? 'wallet.freeze' : 'wallet.unfreeze',
+        `wallet:${walletId}`,
+        { previous_status: row.previous, reason: reason ?? null },
+      ]);
+      return { id: row.id, handle: row.handle, status };
+    });
+  }
+}

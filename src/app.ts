@@ -1,0 +1,178 @@
+import { randomUUID } from 'node:crypto';
+import Fastify, { type FastifyBaseLogger, type FastifyError } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import { Ajv } from 'ajv';
+import addFormatsModule from 'ajv-formats';
+import type { Config } from './config.js';
+import type { Db } from './db/pool.js';
+import { isUnavailable } from './db/errors.js';
+import { DomainError, problem } from './errors.js';
+import { createMetrics, type Metrics } from './metrics.js';
+import { AuthService } from './auth/service.js';
+import { TokenSigner } from './auth/tokens.js';
+import { LedgerEngine } from './ledger/engine.js';
+import { SystemAccounts } from './ledger/accounts.js';
+import { WalletService } from './wallets/service.js';
+import { PaymentService } from './payments/service.js';
+import { SandboxGateway } from './payments/sandbox.js';
+import { AdminService } from './admin/service.js';
+import { Problem } from './http/schemas.js';
+import { routes } from './http/routes.js';
+import type { App, Context } from './http/context.js';
+
+const addFormats = addFormatsModule as unknown as (ajv: Ajv) => Ajv;
+
+export interface BuildOptions {
+  config: Config;
+  db: Db;
+  /** Defaults to a pino logger at config.logLevel; tests pass their own to inspect logs. */
+  loggerInstance?: FastifyBaseLogger;
+  metrics?: Metrics;
+}
+
+// Paths pino blanks out wherever they appear in a log line: credentials never reach logs.
+export const REDACT = [
+  'req.headers.authorization',
+  'req.headers.cookie',
+  'req.headers["gateway-signature"]',
+  'req.headers["idempotency-key"]',
+  '*.password',
+  '*.pin',
+  '*.refresh_token',
+  '*.access_token',
+];
+
+/**
+ * Body validation is strict: no type coercion ("100" is not an amount) and unknown fields
+ * are errors, never silently dropped. Query strings and path parameters arrive as text, so
+ * there numbers are coerced.
+ */
+function validators() {
+  const base = { allErrors: false, removeAdditional: false, useDefaults: true, strict: false } as const;
+  const strict = addFormats(new Ajv({ ...base, coerceTypes: false }));
+  const coercing = addFormats(new Ajv({ ...base, coerceTypes: true }));
+  strict.addSchema(Problem);
+  coercing.addSchema(Problem);
+  return ({ schema, httpPart }: { schema: object; httpPart?: string }) =>
+    (httpPart === 'body' ? strict : coercing).compile(schema);
+}
+
+export async function buildApp(options: BuildOptions): Promise<{ app: App; ctx: Context }> {
+  const { config, db } = options;
+  const metrics = options.metrics ?? createMetrics();
+  const app = Fastify({
+    ...(options.loggerInstance
+      ? { loggerInstance: options.loggerInstance }
+      : { logger: { level: config.logLevel, redact: { paths: REDACT, censor: '[redacted]' } } }),
+    bodyLimit: config.bodyLimitBytes,
+    requestIdHeader: false,
+    genReqId: (req) => {
+      const incoming = req.headers['x-request-id'];
+      return typeof incoming === 'string' && /^[\w.-]{1,64}$/.test(incoming) ? incoming : randomUUID();
+    },
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false } },
+    routerOptions: { ignoreTrailingSlash: true },
+  }).withTypeProvider<TypeBoxTypeProvider>();
+  app.setValidatorCompiler(validators());
+
+  const systemAccounts = new SystemAccounts();
+  await systemAccounts.load(db);
+  const engine = new LedgerEngine(db, { metrics });
+  const signer = new TokenSigner(config.jwtSecret, config.accessTokenTtlSeconds);
+  const auth = new AuthService(db, {
+    signer,
+    pinPepper: config.pinPepper,
+    refreshTokenTtlSeconds: config.refreshTokenTtlSeconds,
+    currency: config.currency,
+  });
+  const wallets = new WalletService(db, engine, {
+    pin: { pepper: config.pinPepper, maxFailures: config.pinMaxFailures, lockSeconds: config.pinLockSeconds },
+    maxTransactionAmountMinor: config.maxTransactionAmountMinor,
+  });
+  const payments = new PaymentService(db, wallets, systemAccounts, {
+    checkoutUrl: (id) => `${config.publicUrl}/sandbox/checkout/${id}`,
+  });
+  const sandbox = new SandboxGateway(payments, {
+    secret: config.gatewayWebhookSecret,
+    webhookUrl: () => {
+      const address = app.server.address();
+      const port = typeof address === 'object' && address ? address.port : config.port;
+      return `http://127.0.0.1:${port}/webhooks/gateway`;
+    },
+    timeoutMs: 10_000,
+  });
+  const admin = new AdminService(db, metrics);
+  const ctx: Context = { config, db, metrics, engine, auth, wallets, payments, admin, sandbox };
+
+  app.addHook('onRequest', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+  });
+  app.addHook('onResponse', async (request, reply) => {
+    const route = request.routeOptions.url ?? 'unmatched';
+    metrics.httpRequests.inc({ method: request.method, route, status: String(reply.statusCode) });
+    metrics.httpDuration.observe({ method: request.method, route }, reply.elapsedTime / 1000);
+  });
+
+  app.setErrorHandler((error: FastifyError, request, reply) => {
+    const { status, body } = toProblem(error);
+    if (status >= 500) request.log.error({ err: error }, 'request failed');
+    return reply.code(status).type('application/problem+json').send(body);
+  });
+  app.setNotFoundHandler((request, reply) => {
+    reply.code(404).type('application/problem+json').send(problem('not_found', `No route ${request.method} ${request.url.split('?')[0]}`));
+  });
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: {
+        title: 'Wallet service',
+        version: '0.1.0',
+        description:
+          'Wallet backend on a double-entry ledger. Money is integer minor units. Errors are ' +
+          'application/problem+json with a stable `code` (see docs/errors.md).',
+      },
+      components: { securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' } } },
+    },
+    refResolver: { buildLocalReference: (json, _base, _fragment, i) => String(json.$id ?? `def-${i}`) },
+  });
+  app.addSchema(Problem);
+  await app.register(swaggerUi, { routePrefix: '/docs' });
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+
+  for (const route of routes) route(app, ctx);
+  await app.ready();
+  return { app, ctx };
+}
+
+/** The only place that turns failures into HTTP statuses. */
+function toProblem(error: FastifyError): { status: number; body: ReturnType<typeof problem> } {
+  if (error instanceof DomainError) return { status: error.status, body: problem(error.code, error.detail, error.extra) };
+  if (error.validation) {
+    const first = error.validation[0];
+    const where = error.validationContext ?? 'request';
+    const path = first?.instancePath ? `${where}${first.instancePath.replace(/\//g, '.')}` : where;
+    const field = (first?.params as { additionalProperty?: string } | undefined)?.additionalProperty;
+    const detail = field ? `${path} has an unknown field "${field}"` : `${path} ${first?.message ?? 'is not valid'}`;
+    return { status: 400, body: problem('validation_failed', detail) };
+  }
+  switch (error.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return { status: 413, body: problem('payload_too_large') };
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+    case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
+      return { status: 415, body: problem('unsupported_media_type') };
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return { status: 400, body: problem('validation_failed', 'The request body is empty') };
+  }
+  if (error instanceof SyntaxError || error.code === 'FST_ERR_CTP_INVALID_JSON_BODY') {
+    return { status: 400, body: problem('validation_failed', 'The request body is not valid JSON') };
+  }
+  if (isUnavailable(error)) return { status: 503, body: problem('service_unavailable', 'The database is unavailable; retry shortly') };
+  if (error.statusCode && error.statusCode >= 400 && error.statusCode < 500) {
+    return { status: 400, body: problem('validation_failed', error.message) };
+  }
+  return { status: 500, body: problem('internal_error') };
+}

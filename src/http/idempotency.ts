@@ -1,0 +1,43 @@
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { DomainError } from '../errors.js';
+import { requestHash, type IdempotencyClaim, type IdempotentResponse } from '../idempotency/store.js';
+import { principalOf } from './context.js';
+
+const KEY = /^[\x20-\x7e]{1,255}$/;
+
+// Requests that are running right now in this process, by principal and key. A second
+// request with a key in this set is answered 409 at once instead of queueing behind it.
+const inFlight = new Set<string>();
+
+/**
+ * Builds the idempotency claim of a money-moving request. `fingerprint` is the request
+ * body without secrets (never the PIN), so that the stored hash reveals nothing.
+ */
+export function claimFor(request: FastifyRequest, fingerprint: unknown): IdempotencyClaim {
+  const header = request.headers['idempotency-key'];
+  if (header === undefined) throw new DomainError('idempotency_key_required', 'Send an Idempotency-Key header with every request that moves money');
+  if (typeof header !== 'string' || !KEY.test(header)) {
+    throw new DomainError('invalid_idempotency_key', 'The Idempotency-Key must be 1 to 255 printable ASCII characters');
+  }
+  const principal = `user:${principalOf(request).userId}`;
+  return { principal, key: header, requestHash: requestHash(request.method, request.routeOptions.url ?? request.url, fingerprint) };
+}
+
+/** Runs `work` unless the same key is already running here, then sends its stored-style response. */
+export async function respondIdempotently(
+  reply: FastifyReply,
+  claim: IdempotencyClaim,
+  work: () => Promise<IdempotentResponse>,
+): Promise<FastifyReply> {
+  const id = `${claim.principal}\u0000${claim.key}`;
+  if (inFlight.has(id)) throw new DomainError('idempotency_key_in_use', 'A request with this Idempotency-Key is still being processed; retry shortly');
+  inFlight.add(id);
+  try {
+    const result = await work();
+    if (result.replayed) reply.header('idempotent-replayed', 'true');
+    if (result.statusCode >= 400) reply.type('application/problem+json');
+    return reply.code(result.statusCode).send(result.body);
+  } finally {
+    inFlight.delete(id);
+  }
+}

@@ -1,0 +1,34 @@
+import { Type } from 'typebox';
+import type { RouteModule } from '../context.js';
+import { Amount, errorResponses } from '../schemas.js';
+
+export const sandboxCompletePayment: RouteModule = (app, ctx) => {
+  if (!ctx.config.gatewaySandbox) return;
+  app.post(
+    '/sandbox/payments/:payment_id/complete',
+    {
+      schema: {
+        tags: ['sandbox'],
+        summary: 'Make the sandbox gateway finish a payment and deliver its signed webhook',
+        params: Type.Object({ payment_id: Type.String({ maxLength: 64 }) }),
+        body: Type.Object(
+          {
+            outcome: Type.Union([Type.Literal('succeeded'), Type.Literal('failed')]),
+            amount: Type.Optional({ ...Amount, description: 'Report a different amount than the attempt (to test mismatches)' }),
+          },
+          { additionalProperties: false },
+        ),
+        response: {
+          200: Type.Object({
+            event_id: Type.String(),
+            type: Type.String(),
+            webhook_status: Type.Integer({ description: 'Status the wallet’s webhook answered' }),
+            webhook_response: Type.Unknown(),
+          }),
+          ...errorResponses(['payment_not_found']),
+        },
+      },
+    },
+    async (request) => ctx.sandbox.complete(request.params.payment_id, request.body.outcome, request.body.amount),
+  );
+};

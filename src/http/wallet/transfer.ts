@@ -1,0 +1,61 @@
+import { Type } from 'typebox';
+import type { RouteModule } from '../context.js';
+import { principalOf } from '../context.js';
+import { authenticate } from '../guards.js';
+import { claimFor, respondIdempotently } from '../idempotency.js';
+import { Amount, HistoryItemSchema, IdempotencyHeaders, Pin, bearer, errorResponses } from '../schemas.js';
+
+export const transfer: RouteModule = (app, ctx) => {
+  app.post(
+    '/wallet/transfer',
+    {
+      preHandler: authenticate(ctx),
+      schema: {
+        tags: ['wallet'],
+        summary: 'Send money to another wallet',
+        security: bearer,
+        headers: IdempotencyHeaders,
+        body: Type.Object(
+          {
+            to: Type.String({ minLength: 1, maxLength: 64, description: 'Wallet handle (name@wallet) or wallet id' }),
+            amount: Amount,
+            pin: Pin,
+            note: Type.Optional(Type.String({ maxLength: 280 })),
+          },
+          { additionalProperties: false },
+        ),
+        response: {
+          201: Type.Object({
+            transaction: HistoryItemSchema,
+            balance: Type.Integer({ description: "The sender's posted balance after the transfer" }),
+          }),
+          ...errorResponses(
+            [
+              'idempotency_key_required',
+              'invalid_idempotency_key',
+              'invalid_pin',
+              'forbidden',
+              'wallet_not_found',
+              'idempotency_key_in_use',
+              'idempotency_key_reused',
+              'insufficient_funds',
+              'same_wallet',
+              'limit_exceeded',
+              'currency_mismatch',
+              'wallet_frozen',
+              'pin_locked',
+            ],
+            { authenticated: true },
+          ),
+        },
+      },
+    },
+    async (request, reply) => {
+      const { pin, ...fingerprint } = request.body;
+      const claim = claimFor(request, fingerprint);
+      return respondIdempotently(reply, claim, () =>
+        ctx.wallets.transfer(principalOf(request), { ...fingerprint, pin }, claim),
+      );
+    },
+  );
+};

@@ -1,0 +1,106 @@
+import type { Queryable } from '../db/pool.js';
+import type { TransactionType } from './types.js';
+
+/** One line of a wallet's history: its side of one ledger transaction. */
+export interface HistoryItem {
+  id: string;
+  type: TransactionType;
+  direction: 'credit' | 'debit';
+  amount: number;
+  currency: string;
+  balance_after: number;
+  status: 'posted';
+  counterparty: { handle: string; name: string | null } | null;
+  note: string | null;
+  created_at: string;
+}
+
+export interface HistoryFilter {
+  type?: TransactionType;
+  direction?: 'credit' | 'debit';
+  from?: Date;
+  to?: Date;
+  /** Entries older than this entry id (exclusive): the decoded cursor. */
+  beforeEntryId?: number;
+  transactionId?: string;
+}
+
+interface Row {
+  entry_id: number;
+  transaction_id: string;
+  type: TransactionType;
+  amount: number;
+  balance_after: number;
+  created_at: Date;
+  note: string | null;
+  currency: string;
+  counterparty_handle: string | null;
+  counterparty_name: string | null;
+}
+
+function toItem(r: Row): HistoryItem {
+  return {
+    id: r.transaction_id,
+    type: r.type,
+    direction: r.amount > 0 ? 'credit' : 'debit',
+    amount: Math.abs(r.amount),
+    currency: r.currency,
+    balance_after: r.balance_after,
+    status: 'posted',
+    counterparty: r.counterparty_handle ? { handle: r.counterparty_handle, name: r.counterparty_name } : null,
+    note: r.note,
+    created_at: r.created_at.toISOString(),
+  };
+}
+
+/**
+ * Reads an account's entries newest first. The counterparty is the wallet on the other
+ * side of the same ledger transaction that moved the most money the opposite way; system
+ * accounts (gateway, bank) have no handle and show as null.
+ */
+export async function readHistory(
+  db: Queryable,
+  accountId: number,
+  filter: HistoryFilter,
+  limit: number,
+): Promise<{ items: HistoryItem[]; entryIds: number[]; hasMore: boolean }> {
+  const { rows } = await db.query<Row>(
+    `SELECT e.id AS entry_id, e.transaction_id, e.type, e.amount, e.balance_after, e.created_at,
+            t.note, a.currency, cp.handle AS counterparty_handle, cp.name AS counterparty_name
+       FROM entries e
+       JOIN ledger_transactions t ON t.id = e.transaction_id
+       JOIN accounts a ON a.id = e.account_id
+       LEFT JOIN LATERAL (
+         SELECT w.handle, coalesce(u.business_name, u.name) AS name
+           FROM entries o
+           JOIN wallets w ON w.account_id = o.account_id
+           JOIN users u ON u.id = w.user_id
+          WHERE o.transaction_id = e.transaction_id
+            AND o.account_id <> e.account_id
+            AND sign(o.amount) <> sign(e.amount)
+          ORDER BY abs(o.amount) DESC
+          LIMIT 1
+       ) cp ON true
+      WHERE e.account_id = $1
+        AND ($2::bigint IS NULL OR e.id < $2)
+        AND ($3::text IS NULL OR e.type = $3)
+        AND ($4::text IS NULL OR ($4 = 'credit') = (e.amount > 0))
+        AND ($5::timestamptz IS NULL OR e.created_at >= $5)
+        AND ($6::timestamptz IS NULL OR e.created_at < $6)
+        AND ($7::uuid IS NULL OR e.transaction_id = $7)
+      ORDER BY e.id DESC
+      LIMIT $8`,
+    [
+      accountId,
+      filter.beforeEntryId ?? null,
+      filter.type ?? null,
+      filter.direction ?? null,
+      filter.from ?? null,
+      filter.to ?? null,
+      filter.transactionId ?? null,
+      limit + 1,
+    ],
+  );
+  const page = rows.slice(0, limit);
+  return { items: page.map(toItem), entryIds: page.map((r) => r.entry_id), hasMore: rows.length > limit };
+}

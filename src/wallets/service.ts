@@ -1,0 +1,174 @@
+import type { Db } from '../db/pool.js';
+import { DomainError, problem } from '../errors.js';
+import type { LedgerEngine } from '../ledger/engine.js';
+import { readHistory, type HistoryFilter, type HistoryItem } from '../ledger/history.js';
+import type { PostingOutcome } from '../ledger/types.js';
+import { verifyPin, type PinPolicy } from '../auth/pin.js';
+import type { Principal } from '../auth/service.js';
+import type { IdempotencyClaim, IdempotentResponse, StoredResponse } from '../idempotency/store.js';
+import { replayIfKnown } from '../idempotency/run.js';
+import { decodeCursor, encodeCursor } from './cursor.js';
+
+export interface WalletView {
+  id: string;
+  handle: string;
+  currency: string;
+  balance: number;
+  available_balance: number;
+  held_balance: number;
+  status: 'active' | 'frozen';
+}
+
+export interface Page<T> {
+  data: T[];
+  has_more: boolean;
+  next_cursor: string | null;
+}
+
+interface Party {
+  walletId: string;
+  accountId: number;
+  handle: string;
+  name: string | null;
+  currency: string;
+}
+
+export interface TransferInput {
+  to: string;
+  amount: number;
+  pin: string;
+  note?: string;
+}
+
+export interface WalletOptions {
+  pin: PinPolicy;
+  maxTransactionAmountMinor: number;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export function ownWallet(principal: Principal): NonNullable<Principal['wallet']> {
+  if (!principal.wallet) throw new DomainError('forbidden', 'This user has no wallet');
+  return principal.wallet;
+}
+
+export class WalletService {
+  constructor(
+    private readonly db: Db,
+    private readonly engine: LedgerEngine,
+    private readonly options: WalletOptions,
+  ) {}
+
+  async view(principal: Principal): Promise<WalletView> {
+    const wallet = ownWallet(principal);
+    const { rows } = await this.db.query<{ currency: string; balance: number; held: number; status: WalletView['status'] }>(
+      `SELECT w.currency, a.balance, a.held, w.status FROM wallets w JOIN accounts a ON a.id = w.account_id WHERE w.id = $1`,
+      [wallet.id],
+    );
+    const r = rows[0]!;
+    return {
+      id: wallet.id,
+      handle: wallet.handle,
+      currency: r.currency,
+      balance: r.balance,
+      available_balance: r.balance - r.held,
+      held_balance: r.held,
+      status: r.status,
+    };
+  }
+
+  assertAmountAllowed(amount: number): void {
+    if (amount > this.options.maxTransactionAmountMinor) {
+      throw new DomainError('limit_exceeded', `The amount exceeds the per-transaction maximum of ${this.options.maxTransactionAmountMinor}`, {
+        limit: this.options.maxTransactionAmountMinor,
+      });
+    }
+  }
+
+  private async findParty(to: string): Promise<Party> {
+    const byId = UUID.test(to);
+    const { rows } = await this.db.query<{ id: string; account_id: number; handle: string; name: string | null; currency: string }>(
+      `SELECT w.id, w.account_id, w.handle, coalesce(u.business_name, u.name) AS name, w.currency
+         FROM wallets w JOIN users u ON u.id = w.user_id
+        WHERE ${byId ? 'w.id = $1::uuid' : 'w.handle = lower($1)'}`,
+      [to],
+    );
+    const r = rows[0];
+    if (!r) throw new DomainError('wallet_not_found', `No wallet has the handle or id "${to}"`);
+    return { walletId: r.id, accountId: r.account_id, handle: r.handle, name: r.name, currency: r.currency };
+  }
+
+  /**
+   * P2P transfer. Order matters: a retry of a finished request is answered before the PIN
+   * is checked again, and the money moves in the posting engine, where the idempotency
+   * key is stored in the same database transaction as the entries.
+   */
+  async transfer(principal: Principal, input: TransferInput, claim: IdempotencyClaim): Promise<IdempotentResponse> {
+    const sender = ownWallet(principal);
+    const replay = await replayIfKnown(this.db, claim);
+    if (replay) return replay;
+    this.assertAmountAllowed(input.amount);
+    const recipient = await this.findParty(input.to);
+    if (recipient.walletId === sender.id) throw new DomainError('same_wallet', 'You cannot send money to your own wallet');
+    await verifyPin(this.db, principal.userId, input.pin, this.options.pin);
+
+    const note = input.note ?? null;
+    const render = (outcome: PostingOutcome): StoredResponse => {
+      if (!outcome.ok) return rejection(outcome.code);
+      const entry = outcome.entries.find((e) => e.accountId !== recipient.accountId)!;
+      const transaction: HistoryItem = {
+        id: outcome.transactionId,
+        type: 'transfer',
+        direction: 'debit',
+        amount: input.amount,
+        currency: recipient.currency,
+        balance_after: entry.balanceAfter,
+        status: 'posted',
+        counterparty: { handle: recipient.handle, name: recipient.name },
+        note,
+        created_at: outcome.createdAt.toISOString(),
+      };
+      return { statusCode: 201, body: { transaction, balance: entry.balanceAfter } };
+    };
+    const result = await this.engine.post({
+      type: 'transfer',
+      legs: [
+        { accountId: sender.accountId, amount: -input.amount },
+        { accountId: recipient.accountId, amount: input.amount },
+      ],
+      note,
+      reference: `wallet:${sender.id}`,
+      idempotency: { ...claim, render },
+    });
+    if (result.kind === 'key_reused') throw new DomainError('idempotency_key_reused');
+    return { ...result.response!, replayed: result.kind === 'replayed' };
+  }
+
+  async history(principal: Principal, filter: Omit<HistoryFilter, 'beforeEntryId'>, cursor: string | undefined, limit: number): Promise<Page<HistoryItem>> {
+    const wallet = ownWallet(principal);
+    const beforeEntryId = cursor === undefined ? undefined : decodeCursor(cursor);
+    const { items, entryIds, hasMore } = await readHistory(this.db, wallet.accountId, { ...filter, beforeEntryId }, limit);
+    const last = entryIds[entryIds.length - 1];
+    return { data: items, has_more: hasMore, next_cursor: hasMore && last !== undefined ? encodeCursor(last) : null };
+  }
+
+  /** One history item; only a party to the transaction may read it, and to anyone else it does not exist. */
+  async transaction(principal: Principal, id: string): Promise<HistoryItem> {
+    const wallet = ownWallet(principal);
+    if (!UUID.test(id)) throw new DomainError('transaction_not_found');
+    const { items } = await readHistory(this.db, wallet.accountId, { transactionId: id }, 1);
+    if (!items[0]) throw new DomainError('transaction_not_found');
+    return items[0];
+  }
+}
+
+/** A business rule refused the movement; this answer is stored under the key like a success. */
+export function rejection(code: 'insufficient_funds' | 'wallet_frozen' | 'currency_mismatch'): StoredResponse {
+  const detail = {
+    insufficient_funds: 'The wallet does not have enough available money for this amount',
+    wallet_frozen: 'A wallet in this transaction is frozen',
+    currency_mismatch: 'The two wallets hold different currencies',
+  }[code];
+  const body = problem(code, detail);
+  return { statusCode: body.status, body };
+}
