@@ -36,7 +36,7 @@ declare module 'fastify' {
 }
 
 export function principalOf(request: FastifyRequest): Principal {
-  // The authenticate preHandler runs before every handler that calls this.
-  if (!request.principal) throw new Error('route is missing the authenticate preHandler');
+  // The authenticate onRequest hook runs before every handler that calls this.
+  if (!request.principal) throw new Error('route is missing the authenticate hook');
   return request.principal;
 }

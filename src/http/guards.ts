@@ -2,7 +2,7 @@ import type { FastifyRequest } from 'fastify';
 import { DomainError } from '../errors.js';
 import type { Context } from './context.js';
 
-/** preHandler: resolves the bearer token to a principal, or answers 401. */
+/** onRequest: resolves the bearer token to a principal, or answers 401. */
 export function authenticate(ctx: Context) {
   return async (request: FastifyRequest): Promise<void> => {
     const header = request.headers.authorization;
@@ -13,7 +13,7 @@ export function authenticate(ctx: Context) {
   };
 }
 
-/** preHandler, after authenticate: only admins pass. */
+/** onRequest hook, after authenticate: only admins pass. */
 export async function requireAdmin(request: FastifyRequest): Promise<void> {
   if (request.principal?.role !== 'admin') throw new DomainError('forbidden', 'This route is for administrators');
 }

@@ -12,7 +12,7 @@ function statusRoute(action: 'freeze' | 'unfreeze'): RouteModule {
     app.post(
       `/admin/wallets/:id/${action}`,
       {
-        preHandler: [authenticate(ctx), requireAdmin],
+        onRequest: [authenticate(ctx), requireAdmin],
         schema: {
           tags: ['admin'],
           summary: action === 'freeze' ? 'Freeze a wallet: it can neither send nor receive' : 'Unfreeze a wallet',

@@ -7,7 +7,7 @@ export const reconciliation: RouteModule = (app, ctx) => {
   app.get(
     '/admin/reconciliation',
     {
-      preHandler: [authenticate(ctx), requireAdmin],
+      onRequest: [authenticate(ctx), requireAdmin],
       schema: {
         tags: ['admin'],
         summary: 'Recompute every balance from the ledger and check the invariants',

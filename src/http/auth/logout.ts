@@ -8,7 +8,7 @@ export const logout: RouteModule = (app, ctx) => {
   app.post(
     '/auth/logout',
     {
-      preHandler: authenticate(ctx),
+      onRequest: authenticate(ctx),
       schema: {
         tags: ['auth'],
         summary: 'End this login: its refresh tokens and access tokens stop working',

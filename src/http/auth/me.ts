@@ -8,7 +8,7 @@ export const me: RouteModule = (app, ctx) => {
   app.get(
     '/me',
     {
-      preHandler: authenticate(ctx),
+      onRequest: authenticate(ctx),
       schema: {
         tags: ['auth'],
         summary: 'The calling user and their wallet',

@@ -8,7 +8,7 @@ export const getTransaction: RouteModule = (app, ctx) => {
   app.get(
     '/transactions/:id',
     {
-      preHandler: authenticate(ctx),
+      onRequest: authenticate(ctx),
       schema: {
         tags: ['wallet'],
         summary: "One transaction, from the caller's side; only its parties may read it",

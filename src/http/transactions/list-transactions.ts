@@ -23,7 +23,7 @@ export const listTransactions: RouteModule = (app, ctx) => {
     app.get(
       url,
       {
-        preHandler: authenticate(ctx),
+        onRequest: authenticate(ctx),
         schema: {
           tags: ['wallet'],
           summary: "The caller's history, newest first",

@@ -9,7 +9,7 @@ export const addMoney: RouteModule = (app, ctx) => {
   app.post(
     '/wallet/add-money',
     {
-      preHandler: authenticate(ctx),
+      onRequest: authenticate(ctx),
       schema: {
         tags: ['wallet'],
         summary: 'Start adding money through the payment gateway',

@@ -8,7 +8,7 @@ export const getBalance: RouteModule = (app, ctx) => {
   app.get(
     '/wallet/balance',
     {
-      preHandler: authenticate(ctx),
+      onRequest: authenticate(ctx),
       schema: {
         tags: ['wallet'],
         summary: "The caller's balances",

@@ -21,7 +21,7 @@ export const getPayment: RouteModule = (app, ctx) => {
   app.get(
     '/wallet/payments/:payment_id',
     {
-      preHandler: authenticate(ctx),
+      onRequest: authenticate(ctx),
       schema: {
         tags: ['wallet'],
         summary: 'A payment attempt of the caller',

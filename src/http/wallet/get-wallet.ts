@@ -18,7 +18,7 @@ export const getWallet: RouteModule = (app, ctx) => {
   app.get(
     '/wallet',
     {
-      preHandler: authenticate(ctx),
+      onRequest: authenticate(ctx),
       schema: {
         tags: ['wallet'],
         summary: "The caller's wallet",

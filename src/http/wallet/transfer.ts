@@ -9,7 +9,7 @@ export const transfer: RouteModule = (app, ctx) => {
   app.post(
     '/wallet/transfer',
     {
-      preHandler: authenticate(ctx),
+      onRequest: authenticate(ctx),
       schema: {
         tags: ['wallet'],
         summary: 'Send money to another wallet',

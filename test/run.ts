@@ -1,0 +1,62 @@
+/**
+ * `npm test`: starts a throwaway embedded PostgreSQL (or uses TEST_DATABASE_URL, a server
+ * URL whose user may create databases), migrates a template database once, and runs every
+ * test file with node's test runner. Each file clones the template into its own database.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startEmbeddedPostgres, type EmbeddedPostgres } from '../src/db/embedded.js';
+import { createPool, ensureDatabase } from '../src/db/pool.js';
+import { migrate } from '../src/db/migrate.js';
+
+const TEMPLATE = 'wallet_test_template';
+
+async function main(): Promise<number> {
+  let embedded: EmbeddedPostgres | undefined;
+  let dataDir: string | undefined;
+  let serverUrl = process.env.TEST_DATABASE_URL;
+  if (!serverUrl) {
+    dataDir = mkdtempSync(join(tmpdir(), 'wallet-test-'));
+    const port = 55000 + Math.floor(Math.random() * 5000);
+    embedded = await startEmbeddedPostgres({ dataDir, port, log: () => undefined });
+    serverUrl = embedded.url;
+  }
+  try {
+    const admin = createPool(serverUrl, 1);
+    await admin.query(`DROP DATABASE IF EXISTS ${TEMPLATE}`);
+    await admin.end();
+    const templateUrl = await ensureDatabase(serverUrl, TEMPLATE);
+    const template = createPool(templateUrl, 1);
+    await migrate(template);
+    await template.end();
+
+    const files = process.argv.slice(2).length
+      ? process.argv.slice(2)
+      : readdirSync('test')
+          .filter((f) => f.endsWith('.test.ts'))
+          .sort()
+          .map((f) => join('test', f));
+    const code = await new Promise<number>((resolve) => {
+      const child = spawn(
+        process.execPath,
+        ['--import', 'tsx', '--test', '--test-concurrency=2', '--test-reporter=spec', ...files],
+        { stdio: 'inherit', env: { ...process.env, NODE_ENV: 'test', TEST_PG_URL: serverUrl, TEST_PG_TEMPLATE: TEMPLATE } },
+      );
+      child.on('exit', (c) => resolve(c ?? 1));
+    });
+    return code;
+  } finally {
+    if (embedded) await embedded.stop();
+    if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+main().then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    console.error(error);
+    process.exit(1);
+  },
+);
