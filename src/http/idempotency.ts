@@ -2,6 +2,8 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { DomainError } from '../errors.js';
 import { requestHash, type IdempotencyClaim, type IdempotentResponse } from '../idempotency/store.js';
 import { principalOf } from './context.js';
+import type { Db } from '../db/pool.js';
+import { replayIfKnown } from '../idempotency/run.js';
 
 const KEY = /^[\x20-\x7e]{1,255}$/;
 
@@ -23,21 +25,32 @@ export function claimFor(request: FastifyRequest, fingerprint: unknown): Idempot
   return { principal, key: header, requestHash: requestHash(request.method, request.routeOptions.url ?? request.url, fingerprint) };
 }
 
-/** Runs `work` unless the same key is already running here, then sends its stored-style response. */
+/**
+ * The idempotency protocol of a money-moving route. A finished key is answered from the
+ * store before anything else runs (no second PIN check, no second payment attempt); a key
+ * that is running in this process gets 409; otherwise `work` runs, and stores its answer
+ * under the key in the same database transaction as its effect.
+ */
 export async function respondIdempotently(
   reply: FastifyReply,
+  db: Db,
   claim: IdempotencyClaim,
   work: () => Promise<IdempotentResponse>,
 ): Promise<FastifyReply> {
+  const stored = await replayIfKnown(db, claim);
+  if (stored) return send(reply, stored);
   const id = `${claim.principal}\u0000${claim.key}`;
   if (inFlight.has(id)) throw new DomainError('idempotency_key_in_use', 'A request with this Idempotency-Key is still being processed; retry shortly');
   inFlight.add(id);
   try {
-    const result = await work();
-    if (result.replayed) reply.header('idempotent-replayed', 'true');
-    if (result.statusCode >= 400) reply.type('application/problem+json');
-    return reply.code(result.statusCode).send(result.body);
+    return send(reply, await work());
   } finally {
     inFlight.delete(id);
   }
+}
+
+function send(reply: FastifyReply, result: IdempotentResponse): FastifyReply {
+  if (result.replayed) reply.header('idempotent-replayed', 'true');
+  if (result.statusCode >= 400) reply.type('application/problem+json');
+  return reply.code(result.statusCode).send(result.body);
 }

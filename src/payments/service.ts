@@ -5,7 +5,7 @@ import { applyBatch } from '../ledger/engine.js';
 import type { SystemAccounts } from '../ledger/accounts.js';
 import type { Principal } from '../auth/service.js';
 import type { IdempotencyClaim, IdempotentResponse } from '../idempotency/store.js';
-import { replayIfKnown, runIdempotent } from '../idempotency/run.js';
+import { runIdempotent } from '../idempotency/run.js';
 import { ownWallet, type WalletService } from '../wallets/service.js';
 
 export type PaymentStatus = 'pending' | 'succeeded' | 'failed' | 'expired';
@@ -82,8 +82,6 @@ export class PaymentService {
   /** Creates a payment attempt. No money moves until the gateway's signed webhook says so. */
   async addMoney(principal: Principal, amount: number, claim: IdempotencyClaim): Promise<IdempotentResponse> {
     const wallet = ownWallet(principal);
-    const replay = await replayIfKnown(this.db, claim);
-    if (replay) return replay;
     this.wallets.assertAmountAllowed(amount);
     if (wallet.status === 'frozen') throw new DomainError('wallet_frozen', 'A frozen wallet cannot add money');
     return runIdempotent(this.db, claim, async (tx) => {

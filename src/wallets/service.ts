@@ -6,7 +6,6 @@ import type { PostingOutcome } from '../ledger/types.js';
 import { verifyPin, type PinPolicy } from '../auth/pin.js';
 import type { Principal } from '../auth/service.js';
 import type { IdempotencyClaim, IdempotentResponse, StoredResponse } from '../idempotency/store.js';
-import { replayIfKnown } from '../idempotency/run.js';
 import { decodeCursor, encodeCursor } from './cursor.js';
 
 export interface WalletView {
@@ -99,14 +98,11 @@ export class WalletService {
   }
 
   /**
-   * P2P transfer. Order matters: a retry of a finished request is answered before the PIN
-   * is checked again, and the money moves in the posting engine, where the idempotency
-   * key is stored in the same database transaction as the entries.
+   * P2P transfer. The money moves in the posting engine, where the idempotency key is
+   * stored in the same database transaction as the entries.
    */
   async transfer(principal: Principal, input: TransferInput, claim: IdempotencyClaim): Promise<IdempotentResponse> {
     const sender = ownWallet(principal);
-    const replay = await replayIfKnown(this.db, claim);
-    if (replay) return replay;
     this.assertAmountAllowed(input.amount);
     const recipient = await this.findParty(input.to);
     if (recipient.walletId === sender.id) throw new DomainError('same_wallet', 'You cannot send money to your own wallet');

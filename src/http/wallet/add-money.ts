@@ -34,7 +34,7 @@ export const addMoney: RouteModule = (app, ctx) => {
     },
     async (request, reply) => {
       const claim = claimFor(request, request.body);
-      return respondIdempotently(reply, claim, () => ctx.payments.addMoney(principalOf(request), request.body.amount, claim));
+      return respondIdempotently(reply, ctx.db, claim, () => ctx.payments.addMoney(principalOf(request), request.body.amount, claim));
     },
   );
 };

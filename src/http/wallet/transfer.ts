@@ -53,7 +53,7 @@ export const transfer: RouteModule = (app, ctx) => {
     async (request, reply) => {
       const { pin, ...fingerprint } = request.body;
       const claim = claimFor(request, fingerprint);
-      return respondIdempotently(reply, claim, () =>
+      return respondIdempotently(reply, ctx.db, claim, () =>
         ctx.wallets.transfer(principalOf(request), { ...fingerprint, pin }, claim),
       );
     },
