@@ -1,0 +1,125 @@
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { auth, fund, registerUser, startApp, transfer, type TestApp, type User } from './helpers.js';
+
+describe('history', () => {
+  let t: TestApp;
+  let a: User;
+  let b: User;
+  let outsider: User;
+  const get = (user: User, url: string) => t.app.inject({ method: 'GET', url, headers: auth(user) });
+
+  before(async () => {
+    t = await startApp();
+    a = await registerUser(t, { name: 'Hist A' });
+    b = await registerUser(t, { name: 'Hist B' });
+    outsider = await registerUser(t, { name: 'Outsider' });
+    await fund(t, a, 10_000);
+    for (let i = 1; i <= 25; i++) {
+      const res = await transfer(t, a, b.wallet.handle, i, undefined, { note: `n${i}` });
+      assert.equal(res.statusCode, 201);
+    }
+    assert.equal((await transfer(t, b, a.wallet.handle, 300)).statusCode, 201);
+  });
+  after(async () => t.close());
+
+  it('pages newest first with a cursor until has_more is false, with no gaps or repeats', async () => {
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    let pages = 0;
+    do {
+      const res = await get(a, `/wallet/transactions?limit=10${cursor ? `&cursor=${cursor}` : ''}`);
+      assert.equal(res.statusCode, 200, res.body);
+      const page = res.json();
+      seen.push(...page.data.map((i: { id: string }) => i.id));
+      cursor = page.next_cursor;
+      assert.equal(page.has_more, cursor !== null);
+      pages++;
+    } while (cursor);
+    assert.equal(pages, 3);
+    assert.equal(seen.length, 27); // 1 deposit, 25 transfers out, 1 transfer in
+    assert.equal(new Set(seen).size, 27);
+    const first = (await get(a, '/wallet/transactions?limit=1')).json().data[0];
+    assert.equal(first.direction, 'credit');
+    assert.equal(first.amount, 300);
+    assert.deepEqual(first.counterparty, { handle: b.wallet.handle, name: 'Hist B' });
+  });
+
+  it('shows balance_after for every item, consistent with the amounts', async () => {
+    const items = (await get(a, '/wallet/transactions?limit=100')).json().data as Array<{ amount: number; direction: string; balance_after: number }>;
+    for (let i = 0; i < items.length - 1; i++) {
+      const newer = items[i]!;
+      const older = items[i + 1]!;
+      assert.equal(newer.balance_after, older.balance_after + (newer.direction === 'credit' ? newer.amount : -newer.amount));
+    }
+  });
+
+  it('GET /transactions is the same history', async () => {
+    const one = (await get(a, '/wallet/transactions?limit=5')).json();
+    const two = (await get(a, '/transactions?limit=5')).json();
+    assert.deepEqual(one, two);
+  });
+
+  it('filters by type, direction and time', async () => {
+    const deposits = (await get(a, '/wallet/transactions?type=deposit')).json();
+    assert.equal(deposits.data.length, 1);
+    assert.equal(deposits.data[0].type, 'deposit');
+    assert.equal(deposits.data[0].counterparty, null);
+    const credits = (await get(a, '/wallet/transactions?direction=credit&limit=100')).json();
+    assert.equal(credits.data.length, 2);
+    const debits = (await get(a, '/wallet/transactions?direction=debit&type=transfer&limit=100')).json();
+    assert.equal(debits.data.length, 25);
+    const future = new Date(Date.now() + 60_000).toISOString();
+    const none = (await get(a, `/wallet/transactions?from=${encodeURIComponent(future)}`)).json();
+    assert.equal(none.data.length, 0);
+    const all = (await get(a, `/wallet/transactions?to=${encodeURIComponent(future)}&limit=100`)).json();
+    assert.equal(all.data.length, 27);
+  });
+
+  it('refuses bad query parameters with 400', async () => {
+    for (const query of ['limit=0', 'limit=101', 'limit=abc', 'type=gift', 'direction=up', 'from=yesterday', 'cursor=bogus', 'page=2']) {
+      const res = await get(a, `/wallet/transactions?${query}`);
+      assert.equal(res.statusCode, 400, query);
+      assert.ok(['validation_failed', 'invalid_cursor'].includes(res.json().code), query);
+    }
+  });
+
+  it('GET /transactions/{id} shows each party its own side, and no one else anything', async () => {
+    const sent = (await get(a, '/wallet/transactions?type=transfer&direction=debit&limit=1')).json().data[0];
+    const mine = await get(a, `/transactions/${sent.id}`);
+    assert.equal(mine.statusCode, 200);
+    assert.deepEqual(mine.json(), sent);
+    const theirs = await get(b, `/transactions/${sent.id}`);
+    assert.equal(theirs.statusCode, 200);
+    assert.equal(theirs.json().direction, 'credit');
+    assert.deepEqual(theirs.json().counterparty, { handle: a.wallet.handle, name: 'Hist A' });
+    for (const id of [sent.id, '00000000-0000-4000-8000-000000000000', 'nope']) {
+      const res = await get(outsider, `/transactions/${id}`);
+      assert.equal(res.statusCode, 404);
+      assert.equal(res.json().code, 'transaction_not_found');
+    }
+  });
+
+  it('an empty wallet has an empty first page', async () => {
+    const page = (await get(outsider, '/wallet/transactions')).json();
+    assert.deepEqual(page, { data: [], has_more: false, next_cursor: null });
+  });
+
+  it('GET /wallet and /wallet/balance agree with the history', async () => {
+    const wallet = (await get(a, '/wallet')).json();
+    const balance = (await get(a, '/wallet/balance')).json();
+    const latest = (await get(a, '/wallet/transactions?limit=1')).json().data[0];
+    assert.equal(wallet.balance, latest.balance_after);
+    assert.equal(wallet.available_balance, wallet.balance);
+    assert.equal(wallet.held_balance, 0);
+    assert.equal(wallet.status, 'active');
+    assert.deepEqual(balance, {
+      wallet_id: wallet.id,
+      handle: wallet.handle,
+      currency: 'INR',
+      balance: wallet.balance,
+      available_balance: wallet.available_balance,
+      held_balance: 0,
+    });
+  });
+});
