@@ -1,0 +1,136 @@
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { applyBatch, LedgerEngine } from '../src/ledger/engine.js';
+import { withTransaction } from '../src/db/transaction.js';
+import type { PostingCommand } from '../src/ledger/types.js';
+import { assertInvariants, registerUser, startApp, fund, type TestApp } from './helpers.js';
+
+describe('the ledger schema refuses what would break the books', () => {
+  let t: TestApp;
+  let customer: number;
+  let other: number;
+  let clearing: number;
+
+  before(async () => {
+    t = await startApp();
+    const a = await registerUser(t, { name: 'Ledger A' });
+    const b = await registerUser(t, { name: 'Ledger B' });
+    await fund(t, a, 1_000);
+    const ids = await t.db.query<{ account_id: number }>(`SELECT account_id FROM wallets WHERE id = ANY($1::uuid[]) ORDER BY handle`, [[a.wallet.id, b.wallet.id]]);
+    [customer, other] = ids.rows.map((r) => r.account_id) as [number, number];
+    clearing = (await t.db.query<{ id: number }>(`SELECT id FROM accounts WHERE code = 'gateway_clearing'`)).rows[0]!.id;
+  });
+  after(async () => {
+    await assertInvariants(t.db);
+    await t.close();
+  });
+
+  it('refuses UPDATE, DELETE and TRUNCATE of entries', async () => {
+    await assert.rejects(t.db.query(`UPDATE entries SET amount = amount + 1`), /immutable/);
+    await assert.rejects(t.db.query(`DELETE FROM entries`), /immutable/);
+    await assert.rejects(t.db.query(`TRUNCATE entries CASCADE`), /immutable/);
+  });
+
+  it('refuses at commit a ledger transaction whose entries do not sum to zero', async () => {
+    const id = randomUUID();
+    await assert.rejects(
+      withTransaction(t.db, async (tx) => {
+        await tx.query(`INSERT INTO ledger_transactions (id, type) VALUES ($1, 'adjustment')`, [id]);
+        await tx.query(
+          `INSERT INTO entries (transaction_id, account_id, amount, balance_after, type) VALUES ($1, $2, 100, 0, 'adjustment'), ($1, $3, -99, 0, 'adjustment')`,
+          [id, customer, clearing],
+        );
+      }),
+      /does not balance/,
+    );
+    const { rowCount } = await t.db.query(`SELECT 1 FROM ledger_transactions WHERE id = $1`, [id]);
+    assert.equal(rowCount, 0);
+  });
+
+  it('refuses a one-legged ledger transaction', async () => {
+    const id = randomUUID();
+    await assert.rejects(
+      withTransaction(t.db, async (tx) => {
+        await tx.query(`INSERT INTO ledger_transactions (id, type) VALUES ($1, 'adjustment')`, [id]);
+        await tx.query(`INSERT INTO entries (transaction_id, account_id, amount, balance_after, type) VALUES ($1, $2, 0, 0, 'adjustment')`, [id, customer]);
+      }),
+    );
+  });
+
+  it('refuses a negative customer balance (CHECK), whatever the application does', async () => {
+    await assert.rejects(t.db.query(`UPDATE accounts SET balance = -1 WHERE id = $1`, [other]), /customer_(balance|available)_not_negative/);
+    await assert.rejects(t.db.query(`UPDATE accounts SET held = balance + 1 WHERE id = $1`, [customer]), /customer_available_not_negative/);
+  });
+
+  it('evaluates each command of a batch on its own, in order, against running balances', async () => {
+    const cmd = (from: number, to: number, amount: number): PostingCommand => ({
+      type: 'transfer',
+      legs: [
+        { accountId: from, amount: -amount },
+        { accountId: to, amount },
+      ],
+    });
+    const results = await withTransaction(t.db, (tx) =>
+      applyBatch(tx, [cmd(customer, other, 600), cmd(customer, other, 600), cmd(other, customer, 100), cmd(customer, other, 500)]),
+    );
+    const outcomes = results.map((r) => (r.kind === 'applied' ? (r.outcome.ok ? 'ok' : r.outcome.code) : r.kind));
+    // 1000 - 600 = 400; 600 more is refused; +100 = 500; 500 more leaves exactly 0.
+    assert.deepEqual(outcomes, ['ok', 'insufficient_funds', 'ok', 'ok']);
+    const balance = (await t.db.query<{ balance: number }>(`SELECT balance FROM accounts WHERE id = $1`, [customer])).rows[0]!.balance;
+    assert.equal(balance, 0);
+    // Put the money back for the tests below.
+    await withTransaction(t.db, (tx) => applyBatch(tx, [cmd(other, customer, 1_000)]));
+  });
+
+  it('isolates a command that breaks the whole batch: the others still post', async () => {
+    const engine = new LedgerEngine(t.db);
+    const good = (amount: number): PostingCommand => ({
+      type: 'transfer',
+      legs: [
+        { accountId: customer, amount: -amount },
+        { accountId: other, amount },
+      ],
+    });
+    const broken: PostingCommand = { type: 'transfer', legs: [{ accountId: customer, amount: -5 }, { accountId: 987_654_321, amount: 5 }] };
+    const settled = await Promise.allSettled([engine.post(good(10)), engine.post(broken), engine.post(good(20)), engine.post(good(30))]);
+    assert.deepEqual(
+      settled.map((s) => s.status),
+      ['fulfilled', 'rejected', 'fulfilled', 'fulfilled'],
+    );
+    for (const s of settled) if (s.status === 'fulfilled') assert.equal(s.value.kind, 'applied');
+  });
+
+  it('refuses malformed commands before touching the database', async () => {
+    const engine = new LedgerEngine(t.db);
+    const bad: PostingCommand[] = [
+      { type: 'transfer', legs: [{ accountId: customer, amount: -5 }, { accountId: other, amount: 4 }] },
+      { type: 'transfer', legs: [{ accountId: customer, amount: 0 }, { accountId: other, amount: 0 }] },
+      { type: 'transfer', legs: [{ accountId: customer, amount: 1.5 }, { accountId: other, amount: -1.5 }] },
+      { type: 'transfer', legs: [{ accountId: customer, amount: -5 }, { accountId: customer, amount: 5 }] },
+      { type: 'transfer', legs: [{ accountId: customer, amount: 0 }] },
+    ];
+    for (const command of bad) await assert.rejects(engine.post(command), /ledger invariant violated/);
+  });
+
+  it('groups concurrent commands into shared database transactions', async () => {
+    const engine = new LedgerEngine(t.db);
+    let transactions = 0;
+    const original = t.db.connect.bind(t.db);
+    // Count how many connections the engine checks out: one per database transaction.
+    (t.db as unknown as { connect: typeof original }).connect = (async () => {
+      transactions++;
+      return original();
+    }) as typeof original;
+    try {
+      const posts = Array.from({ length: 50 }, () =>
+        engine.post({ type: 'transfer', legs: [{ accountId: customer, amount: -1 }, { accountId: other, amount: 1 }] }),
+      );
+      const results = await Promise.all(posts);
+      assert.ok(results.every((r) => r.kind === 'applied' && r.outcome.ok));
+    } finally {
+      (t.db as unknown as { connect: typeof original }).connect = original;
+    }
+    assert.ok(transactions < 50, `50 commands used ${transactions} database transactions`);
+  });
+});
