@@ -18,7 +18,7 @@ import { WalletService } from './wallets/service.js';
 import { PaymentService } from './payments/service.js';
 import { SandboxGateway } from './payments/sandbox.js';
 import { AdminService } from './admin/service.js';
-import { Problem } from './http/schemas.js';
+import { Problem, errorResponses } from './http/schemas.js';
 import { routes } from './http/routes.js';
 import type { App, Context } from './http/context.js';
 
@@ -105,6 +105,17 @@ export async function buildApp(options: BuildOptions): Promise<{ app: App; ctx: 
   });
   const admin = new AdminService(db, metrics);
   const ctx: Context = { config, db, metrics, engine, auth, wallets, payments, admin, sandbox };
+
+  // JSON only: Fastify's built-in text/plain parser would let a string body reach validation.
+  app.removeContentTypeParser('text/plain');
+  // Every route can fail on our side, and every route that takes a body can refuse it for
+  // its size or media type: document those once here instead of in every route.
+  app.addHook('onRoute', (route) => {
+    const response = (route.schema as { response?: Record<number, unknown> } | undefined)?.response;
+    if (!response) return;
+    const takesBody = [route.method].flat().some((m) => m === 'POST' || m === 'PUT' || m === 'PATCH');
+    Object.assign(response, errorResponses(takesBody ? ['payload_too_large', 'unsupported_media_type'] : []), { ...response });
+  });
 
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);

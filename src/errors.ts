@@ -19,7 +19,6 @@ export const ERRORS = {
   wallet_not_found: { status: 404, title: 'No such wallet' },
   payment_not_found: { status: 404, title: 'No such payment' },
   transaction_not_found: { status: 404, title: 'No such transaction' },
-  method_not_allowed: { status: 405, title: 'Method not allowed' },
   email_taken: { status: 409, title: 'The email is already registered' },
   idempotency_key_in_use: { status: 409, title: 'A request with this Idempotency-Key is still running' },
   payload_too_large: { status: 413, title: 'The request body is too large' },
@@ -32,7 +31,6 @@ export const ERRORS = {
   currency_mismatch: { status: 422, title: 'The wallets hold different currencies' },
   wallet_frozen: { status: 423, title: 'The wallet is frozen' },
   pin_locked: { status: 423, title: 'Too many wrong PINs; PIN-authorized requests are locked' },
-  rate_limited: { status: 429, title: 'Too many requests' },
   internal_error: { status: 500, title: 'Something went wrong on our side' },
   service_unavailable: { status: 503, title: 'The service is temporarily unavailable' },
 } as const satisfies Record<string, { status: number; title: string }>;

@@ -61,7 +61,7 @@ export const IdempotencyHeaders = Type.Object(
 );
 
 /** Codes every route can answer with. */
-const COMMON: ErrorCode[] = ['validation_failed', 'rate_limited', 'internal_error', 'service_unavailable'];
+const COMMON: ErrorCode[] = ['validation_failed', 'internal_error', 'service_unavailable'];
 const AUTHENTICATED: ErrorCode[] = ['authentication_required', 'invalid_token'];
 
 /**
