@@ -5,7 +5,7 @@ import { authenticate, requireAdmin } from '../guards.js';
 import { Handle, Id, bearer, errorResponses } from '../schemas.js';
 
 const Result = Type.Object({ id: Id, handle: Handle, status: Type.Union([Type.Literal('active'), Type.Literal('frozen')]) });
-const Body = Type.Optional(Type.Object({ reason: Type.Optional(Type.String({ maxLength: 500 })) }, { additionalProperties: false }));
+const Body = Type.Object({ reason: Type.Optional(Type.String({ maxLength: 500 })) }, { additionalProperties: false });
 
 function statusRoute(action: 'freeze' | 'unfreeze'): RouteModule {
   return (app, ctx) => {
@@ -13,6 +13,10 @@ function statusRoute(action: 'freeze' | 'unfreeze'): RouteModule {
       `/admin/wallets/:id/${action}`,
       {
         onRequest: [authenticate(ctx), requireAdmin],
+        // The body is optional: no body means no reason given.
+        preValidation: async (request) => {
+          request.body ??= {};
+        },
         schema: {
           tags: ['admin'],
           summary: action === 'freeze' ? 'Freeze a wallet: it can neither send nor receive' : 'Unfreeze a wallet',
@@ -23,7 +27,7 @@ function statusRoute(action: 'freeze' | 'unfreeze'): RouteModule {
         },
       },
       async (request) =>
-        ctx.admin.setStatus(principalOf(request).userId, request.params.id, action === 'freeze' ? 'frozen' : 'active', request.body?.reason),
+        ctx.admin.setStatus(principalOf(request).userId, request.params.id, action === 'freeze' ? 'frozen' : 'active', request.body.reason),
     );
   };
 }
