@@ -20,6 +20,7 @@ import { SandboxGateway } from './payments/sandbox.js';
 import { AdminService } from './admin/service.js';
 import { Problem, errorResponses } from './http/schemas.js';
 import { routes } from './http/routes.js';
+import { IdempotentResponder } from './http/idempotency.js';
 import type { App, Context } from './http/context.js';
 
 const addFormats = addFormatsModule as unknown as (ajv: Ajv) => Ajv;
@@ -104,7 +105,8 @@ export async function buildApp(options: BuildOptions): Promise<{ app: App; ctx: 
     timeoutMs: 10_000,
   });
   const admin = new AdminService(db, metrics);
-  const ctx: Context = { config, db, metrics, engine, auth, wallets, payments, admin, sandbox };
+  const idempotency = new IdempotentResponder(db);
+  const ctx: Context = { config, db, metrics, engine, auth, wallets, payments, admin, sandbox, idempotency };
 
   // JSON only: Fastify's built-in text/plain parser would let a string body reach validation.
   app.removeContentTypeParser('text/plain');

@@ -1,10 +1,10 @@
+import { isUuid } from '../ids.js';
 import type { Db } from '../db/pool.js';
 import { withTransaction } from '../db/transaction.js';
 import { DomainError } from '../errors.js';
 import { reconcile, type Reconciliation } from '../ledger/reconcile.js';
 import type { Metrics } from '../metrics.js';
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export interface FrozenView {
   id: string;
@@ -26,7 +26,7 @@ export class AdminService {
 
   /** Freezes or unfreezes a wallet and records who did it in the append-only audit log. */
   async setStatus(actorId: string, walletId: string, status: 'active' | 'frozen', reason: string | undefined): Promise<FrozenView> {
-    if (!UUID.test(walletId)) throw new DomainError('wallet_not_found');
+    if (!isUuid(walletId)) throw new DomainError('wallet_not_found');
     return withTransaction(this.db, async (tx) => {
       const { rows } = await tx.query<{ id: string; handle: string; previous: string }>(
         `UPDATE wallets w SET status = $2 FROM wallets old

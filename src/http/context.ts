@@ -10,6 +10,7 @@ import type { PaymentService } from '../payments/service.js';
 import type { AdminService } from '../admin/service.js';
 import type { SandboxGateway } from '../payments/sandbox.js';
 import type { LedgerEngine } from '../ledger/engine.js';
+import type { IdempotentResponder } from './idempotency.js';
 
 /** Everything a route may call. Routes never touch SQL: they call these services. */
 export interface Context {
@@ -22,6 +23,7 @@ export interface Context {
   payments: PaymentService;
   admin: AdminService;
   sandbox: SandboxGateway;
+  idempotency: IdempotentResponder;
 }
 
 export type App = FastifyInstance<RawServerDefault, IncomingMessage, ServerResponse, FastifyBaseLogger, TypeBoxTypeProvider>;

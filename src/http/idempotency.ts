@@ -7,10 +7,6 @@ import { replayIfKnown } from '../idempotency/run.js';
 
 const KEY = /^[\x20-\x7e]{1,255}$/;
 
-// Requests that are running right now in this process, by principal and key. A second
-// request with a key in this set is answered 409 at once instead of queueing behind it.
-const inFlight = new Set<string>();
-
 /**
  * Builds the idempotency claim of a money-moving request. `fingerprint` is the request
  * body without secrets (never the PIN), so that the stored hash reveals nothing.
@@ -31,21 +27,25 @@ export function claimFor(request: FastifyRequest, fingerprint: unknown): Idempot
  * that is running in this process gets 409; otherwise `work` runs, and stores its answer
  * under the key in the same database transaction as its effect.
  */
-export async function respondIdempotently(
-  reply: FastifyReply,
-  db: Db,
-  claim: IdempotencyClaim,
-  work: () => Promise<IdempotentResponse>,
-): Promise<FastifyReply> {
-  const stored = await replayIfKnown(db, claim);
-  if (stored) return send(reply, stored);
-  const id = `${claim.principal}\u0000${claim.key}`;
-  if (inFlight.has(id)) throw new DomainError('idempotency_key_in_use', 'A request with this Idempotency-Key is still being processed; retry shortly');
-  inFlight.add(id);
-  try {
-    return send(reply, await work());
-  } finally {
-    inFlight.delete(id);
+export class IdempotentResponder {
+  // Requests running right now in this process, by principal and key.
+  private readonly inFlight = new Set<string>();
+
+  constructor(private readonly db: Db) {}
+
+  async respond(reply: FastifyReply, claim: IdempotencyClaim, work: () => Promise<IdempotentResponse>): Promise<FastifyReply> {
+    const stored = await replayIfKnown(this.db, claim);
+    if (stored) return send(reply, stored);
+    const id = `${claim.principal}\u0000${claim.key}`;
+    if (this.inFlight.has(id)) {
+      throw new DomainError('idempotency_key_in_use', 'A request with this Idempotency-Key is still being processed; retry shortly');
+    }
+    this.inFlight.add(id);
+    try {
+      return send(reply, await work());
+    } finally {
+      this.inFlight.delete(id);
+    }
   }
 }
 

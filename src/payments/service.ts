@@ -1,3 +1,4 @@
+import { isUuid } from '../ids.js';
 import type { Db, Tx } from '../db/pool.js';
 import { withTransaction } from '../db/transaction.js';
 import { DomainError } from '../errors.js';
@@ -36,7 +37,6 @@ export interface PaymentOptions {
   checkoutUrl: (paymentId: string) => string;
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 interface PaymentRow {
   id: string;
@@ -107,14 +107,14 @@ export class PaymentService {
 
   async get(principal: Principal, paymentId: string): Promise<PaymentView> {
     const wallet = ownWallet(principal);
-    const payment = UUID.test(paymentId) ? await this.find(this.db, paymentId) : undefined;
+    const payment = isUuid(paymentId) ? await this.find(this.db, paymentId) : undefined;
     if (!payment || payment.wallet_id !== wallet.id) throw new DomainError('payment_not_found');
     return toView(payment);
   }
 
   /** For the sandbox gateway, which plays the outside world and may see every attempt. */
   async getForGateway(paymentId: string): Promise<PaymentView> {
-    const payment = UUID.test(paymentId) ? await this.find(this.db, paymentId) : undefined;
+    const payment = isUuid(paymentId) ? await this.find(this.db, paymentId) : undefined;
     if (!payment) throw new DomainError('payment_not_found');
     return toView(payment);
   }
@@ -131,7 +131,7 @@ export class PaymentService {
    * this logic were wrong.
    */
   async handleEvent(event: GatewayEvent): Promise<EventOutcome> {
-    if (!UUID.test(event.data.payment_id)) throw new DomainError('payment_not_found');
+    if (!isUuid(event.data.payment_id)) throw new DomainError('payment_not_found');
     const result = await withTransaction(this.db, async (tx) => {
       const payment = await this.find(tx, event.data.payment_id, true);
       if (!payment) throw new DomainError('payment_not_found');

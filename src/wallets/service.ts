@@ -1,3 +1,4 @@
+import { isUuid } from '../ids.js';
 import type { Db } from '../db/pool.js';
 import { DomainError, problem } from '../errors.js';
 import type { LedgerEngine } from '../ledger/engine.js';
@@ -44,7 +45,6 @@ export interface WalletOptions {
   maxTransactionAmountMinor: number;
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export function ownWallet(principal: Principal): NonNullable<Principal['wallet']> {
   if (!principal.wallet) throw new DomainError('forbidden', 'This user has no wallet');
@@ -85,7 +85,7 @@ export class WalletService {
   }
 
   private async findParty(to: string): Promise<Party> {
-    const byId = UUID.test(to);
+    const byId = isUuid(to);
     const { rows } = await this.db.query<{ id: string; account_id: number; handle: string; name: string | null; currency: string }>(
       `SELECT w.id, w.account_id, w.handle, coalesce(u.business_name, u.name) AS name, w.currency
          FROM wallets w JOIN users u ON u.id = w.user_id
@@ -151,7 +151,7 @@ export class WalletService {
   /** One history item; only a party to the transaction may read it, and to anyone else it does not exist. */
   async transaction(principal: Principal, id: string): Promise<HistoryItem> {
     const wallet = ownWallet(principal);
-    if (!UUID.test(id)) throw new DomainError('transaction_not_found');
+    if (!isUuid(id)) throw new DomainError('transaction_not_found');
     const { items } = await readHistory(this.db, wallet.accountId, { transactionId: id }, 1);
     if (!items[0]) throw new DomainError('transaction_not_found');
     return items[0];

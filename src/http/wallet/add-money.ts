@@ -2,7 +2,7 @@ import { Type } from 'typebox';
 import type { RouteModule } from '../context.js';
 import { principalOf } from '../context.js';
 import { authenticate } from '../guards.js';
-import { claimFor, respondIdempotently } from '../idempotency.js';
+import { claimFor } from '../idempotency.js';
 import { Amount, Currency, Id, IdempotencyHeaders, bearer, errorResponses } from '../schemas.js';
 
 export const addMoney: RouteModule = (app, ctx) => {
@@ -34,7 +34,7 @@ export const addMoney: RouteModule = (app, ctx) => {
     },
     async (request, reply) => {
       const claim = claimFor(request, request.body);
-      return respondIdempotently(reply, ctx.db, claim, () => ctx.payments.addMoney(principalOf(request), request.body.amount, claim));
+      return ctx.idempotency.respond(reply, claim, () => ctx.payments.addMoney(principalOf(request), request.body.amount, claim));
     },
   );
 };

@@ -2,7 +2,7 @@ import { Type } from 'typebox';
 import type { RouteModule } from '../context.js';
 import { principalOf } from '../context.js';
 import { authenticate } from '../guards.js';
-import { claimFor, respondIdempotently } from '../idempotency.js';
+import { claimFor } from '../idempotency.js';
 import { Amount, HistoryItemSchema, IdempotencyHeaders, Pin, bearer, errorResponses } from '../schemas.js';
 
 export const transfer: RouteModule = (app, ctx) => {
@@ -53,7 +53,7 @@ export const transfer: RouteModule = (app, ctx) => {
     async (request, reply) => {
       const { pin, ...fingerprint } = request.body;
       const claim = claimFor(request, fingerprint);
-      return respondIdempotently(reply, ctx.db, claim, () =>
+      return ctx.idempotency.respond(reply, claim, () =>
         ctx.wallets.transfer(principalOf(request), { ...fingerprint, pin }, claim),
       );
     },
