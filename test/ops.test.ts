@@ -40,6 +40,22 @@ describe('operations', () => {
     assert.match(res.body, /http_request_duration_seconds_bucket/);
   });
 
+  it('answers 503 service_unavailable while the database is unreachable', async () => {
+    const { createPool } = await import('../src/db/pool.js');
+    const dead = createPool('postgres://nobody:nothing@127.0.0.1:1/none', 1);
+    const original = t.ctx.db.query;
+    t.ctx.db.query = dead.query.bind(dead) as typeof original;
+    try {
+      const res = await t.app.inject({ method: 'GET', url: '/readyz' });
+      assert.equal(res.statusCode, 503);
+      assert.equal(res.json().code, 'service_unavailable');
+    } finally {
+      t.ctx.db.query = original;
+      await dead.end();
+    }
+    assert.equal((await t.app.inject({ method: 'GET', url: '/readyz' })).statusCode, 200);
+  });
+
   it('unknown routes answer 404 problem+json', async () => {
     const res = await t.app.inject({ method: 'GET', url: '/nope' });
     assert.equal(res.statusCode, 404);

@@ -210,6 +210,20 @@ describe('POST /wallet/transfer', () => {
     assert.equal(conflict.json().code, 'idempotency_key_in_use');
   });
 
+  it('refuses a transfer between wallets of different currencies with 422 currency_mismatch', async () => {
+    const usd = await registerUser(t, { name: 'Dollar' });
+    // Wallets take the configured currency; make one in another currency behind the API's back.
+    await t.db.query(`UPDATE accounts SET currency = 'USD' WHERE id = (SELECT account_id FROM wallets WHERE id = $1)`, [usd.wallet.id]);
+    await t.db.query(`UPDATE wallets SET currency = 'USD' WHERE id = $1`, [usd.wallet.id]);
+    const before = await snapshot(t.db);
+    const res = await transfer(t, asha, usd.wallet.handle, 100);
+    assert.equal(res.statusCode, 422);
+    assert.equal(res.json().code, 'currency_mismatch');
+    const after = await snapshot(t.db);
+    assert.equal(after.entries, before.entries);
+    assert.equal(after.balances, before.balances);
+  });
+
   it('refuses an admin (no wallet) with 403 forbidden', async () => {
     // Promote a fresh user in the database: admins are created from the CLI only.
     const admin = await registerUser(t, { name: 'Root' });
