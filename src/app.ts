@@ -80,7 +80,7 @@ export async function buildApp(options: BuildOptions): Promise<{ app: App; ctx: 
 
   const systemAccounts = new SystemAccounts();
   await systemAccounts.load(db);
-  const engine = new LedgerEngine(db, { metrics });
+  const engine = new LedgerEngine(db, { metrics, timeZone: config.limitTimeZone });
   const signer = new TokenSigner(config.jwtSecret, config.accessTokenTtlSeconds);
   const auth = new AuthService(db, {
     signer,
@@ -92,7 +92,7 @@ export async function buildApp(options: BuildOptions): Promise<{ app: App; ctx: 
     pin: { pepper: config.pinPepper, maxFailures: config.pinMaxFailures, lockSeconds: config.pinLockSeconds },
     maxTransactionAmountMinor: config.maxTransactionAmountMinor,
   });
-  const payments = new PaymentService(db, wallets, systemAccounts, {
+  const payments = new PaymentService(db, engine, wallets, systemAccounts, {
     checkoutUrl: (id) => `${config.publicUrl}/sandbox/checkout/${id}`,
   });
   const sandbox = new SandboxGateway(payments, {

@@ -18,7 +18,25 @@ export interface Config {
   jwtSecret: string;
   pinPepper: string;
   gatewayWebhookSecret: string;
+  bankWebhookSecret: string;
   gatewaySandbox: boolean;
+  /** Where the payment gateway's API lives; defaults to the built-in sandbox. */
+  gatewayUrl: string | undefined;
+  /** Where the bank's payout API lives; defaults to the built-in sandbox bank. */
+  bankUrl: string | undefined;
+  /** How the sandbox bank answers payouts: wait for /sandbox/payouts/{id}/complete, or act at once. */
+  sandboxBankMode: 'manual' | 'succeed' | 'fail' | 'never';
+  outboundTimeoutMs: number;
+  dailyOutgoingLimitMinor: number;
+  limitTimeZone: string;
+  merchantFeeBps: number;
+  paymentAttemptTtlSeconds: number;
+  /** A pending attempt this old is asked about at the gateway, in case its webhook was lost. */
+  paymentRecoveryAfterSeconds: number;
+  /** A payout the bank has not settled in this long is cancelled and its hold released. */
+  withdrawalTimeoutSeconds: number;
+  /** How often the recovery jobs run; 0 turns the schedule off (they still run at start). */
+  recoveryIntervalSeconds: number;
   accessTokenTtlSeconds: number;
   refreshTokenTtlSeconds: number;
   pinMaxFailures: number;
@@ -34,7 +52,7 @@ export class ConfigError extends Error {}
 
 type Env = Record<string, string | undefined>;
 
-const SECRET_NAMES = ['JWT_SECRET', 'PIN_PEPPER', 'GATEWAY_WEBHOOK_SECRET'] as const;
+const SECRET_NAMES = ['JWT_SECRET', 'PIN_PEPPER', 'GATEWAY_WEBHOOK_SECRET', 'BANK_WEBHOOK_SECRET'] as const;
 const MIN_SECRET_LENGTH = 32;
 
 function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
@@ -54,6 +72,23 @@ function boolean(env: Env, name: string, fallback: boolean): boolean {
   if (['1', 'true', 'yes', 'on'].includes(raw.toLowerCase())) return true;
   if (['0', 'false', 'no', 'off'].includes(raw.toLowerCase())) return false;
   throw new ConfigError(`${name} must be true or false, got "${raw}"`);
+}
+
+function oneOf<T extends string>(env: Env, name: string, values: readonly T[], fallback: T): T {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  if (!values.includes(raw as T)) throw new ConfigError(`${name} must be one of ${values.join(', ')}, got "${raw}"`);
+  return raw as T;
+}
+
+function timeZone(env: Env, name: string, fallback: string): string {
+  const raw = env[name] || fallback;
+  try {
+    new Intl.DateTimeFormat('en', { timeZone: raw });
+  } catch {
+    throw new ConfigError(`${name} must be an IANA time zone such as Asia/Kolkata, got "${raw}"`);
+  }
+  return raw;
 }
 
 function url(env: Env, name: string, protocols: string[]): string | undefined {
@@ -109,6 +144,7 @@ function loadSecrets(env: Env, dataDir: string, production: boolean, warnings: s
     jwtSecret: pick('JWT_SECRET'),
     pinPepper: pick('PIN_PEPPER'),
     gatewayWebhookSecret: pick('GATEWAY_WEBHOOK_SECRET'),
+    bankWebhookSecret: pick('BANK_WEBHOOK_SECRET'),
   };
 }
 
@@ -143,6 +179,17 @@ export function loadConfig(env: Env = process.env): { config: Config; warnings: 
     publicUrl: (url(env, 'PUBLIC_URL', ['http:', 'https:']) ?? `http://localhost:${port}`).replace(/\/$/, ''),
     ...secrets,
     gatewaySandbox: boolean(env, 'GATEWAY_SANDBOX', true),
+    gatewayUrl: url(env, 'GATEWAY_URL', ['http:', 'https:']),
+    bankUrl: url(env, 'BANK_URL', ['http:', 'https:']),
+    sandboxBankMode: oneOf(env, 'SANDBOX_BANK_MODE', ['manual', 'succeed', 'fail', 'never'] as const, 'manual'),
+    outboundTimeoutMs: integer(env, 'OUTBOUND_TIMEOUT_MS', 10_000, 100, 120_000),
+    dailyOutgoingLimitMinor: integer(env, 'DAILY_OUTGOING_LIMIT_MINOR', 20_000_000, 1, 1_000_000_000_000),
+    limitTimeZone: timeZone(env, 'LIMIT_TIME_ZONE', 'Asia/Kolkata'),
+    merchantFeeBps: integer(env, 'MERCHANT_FEE_BPS', 0, 0, 10_000),
+    paymentAttemptTtlSeconds: integer(env, 'PAYMENT_ATTEMPT_TTL_SECONDS', 1800, 1, 30 * 86_400),
+    paymentRecoveryAfterSeconds: integer(env, 'PAYMENT_RECOVERY_AFTER_SECONDS', 120, 0, 86_400),
+    withdrawalTimeoutSeconds: integer(env, 'WITHDRAWAL_TIMEOUT_SECONDS', 1800, 1, 7 * 86_400),
+    recoveryIntervalSeconds: integer(env, 'RECOVERY_INTERVAL_SECONDS', 30, 0, 86_400),
     accessTokenTtlSeconds: integer(env, 'ACCESS_TOKEN_TTL_SECONDS', 900, 30, 86_400),
     refreshTokenTtlSeconds: integer(env, 'REFRESH_TOKEN_TTL_SECONDS', 30 * 86_400, 60, 365 * 86_400),
     pinMaxFailures: integer(env, 'PIN_MAX_FAILURES', 5, 1, 100),

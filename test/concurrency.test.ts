@@ -82,7 +82,7 @@ describe('concurrency', () => {
       [[a.wallet.id, b.wallet.id], a.wallet.handle],
     );
     const [from, to] = ids.rows.map((r) => r.account_id);
-    const engines = [new second.LedgerEngine(t.db), new second.LedgerEngine(t.db)];
+    const engines = [new second.LedgerEngine(t.db, { timeZone: 'UTC' }), new second.LedgerEngine(t.db, { timeZone: 'UTC' })];
     const claim = { principal: `user:${a.id}`, key: newKey(), requestHash: Buffer.from('same request') };
     const render = (o: { ok: boolean }) => ({ statusCode: o.ok ? 201 : 422, body: { ok: o.ok } });
     const results = await Promise.all(

@@ -41,7 +41,7 @@ describe('configuration', () => {
   }
 
   it('refuses to start in production without secrets', () => {
-    assert.throws(() => loadConfig({ NODE_ENV: 'production' }), /JWT_SECRET, PIN_PEPPER, GATEWAY_WEBHOOK_SECRET must be set/);
+    assert.throws(() => loadConfig({ NODE_ENV: 'production' }), /JWT_SECRET, PIN_PEPPER, GATEWAY_WEBHOOK_SECRET, BANK_WEBHOOK_SECRET must be set/);
     assert.doesNotThrow(() => loadConfig({ NODE_ENV: 'production', ...SECRETS }));
   });
 

@@ -13,6 +13,7 @@ export const SECRETS = {
   JWT_SECRET: 'test-jwt-secret-0123456789abcdef0123456789',
   PIN_PEPPER: 'test-pin-pepper-0123456789abcdef0123456789',
   GATEWAY_WEBHOOK_SECRET: 'test-webhook-secret-0123456789abcdef012345',
+  BANK_WEBHOOK_SECRET: 'test-bank-secret-0123456789abcdef0123456789',
 };
 
 /** A fresh database for one test file, cloned from the migrated template. */

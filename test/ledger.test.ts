@@ -72,7 +72,7 @@ describe('the ledger schema refuses what would break the books', () => {
       ],
     });
     const results = await withTransaction(t.db, (tx) =>
-      applyBatch(tx, [cmd(customer, other, 600), cmd(customer, other, 600), cmd(other, customer, 100), cmd(customer, other, 500)]),
+      applyBatch(tx, [cmd(customer, other, 600), cmd(customer, other, 600), cmd(other, customer, 100), cmd(customer, other, 500)], { timeZone: 'UTC' }),
     );
     const outcomes = results.map((r) => (r.kind === 'applied' ? (r.outcome.ok ? 'ok' : r.outcome.code) : r.kind));
     // 1000 - 600 = 400; 600 more is refused; +100 = 500; 500 more leaves exactly 0.
@@ -80,11 +80,11 @@ describe('the ledger schema refuses what would break the books', () => {
     const balance = (await t.db.query<{ balance: number }>(`SELECT balance FROM accounts WHERE id = $1`, [customer])).rows[0]!.balance;
     assert.equal(balance, 0);
     // Put the money back for the tests below.
-    await withTransaction(t.db, (tx) => applyBatch(tx, [cmd(other, customer, 1_000)]));
+    await withTransaction(t.db, (tx) => applyBatch(tx, [cmd(other, customer, 1_000)], { timeZone: 'UTC' }));
   });
 
   it('isolates a command that breaks the whole batch: the others still post', async () => {
-    const engine = new LedgerEngine(t.db);
+    const engine = new LedgerEngine(t.db, { timeZone: 'UTC' });
     const good = (amount: number): PostingCommand => ({
       type: 'transfer',
       legs: [
@@ -102,7 +102,7 @@ describe('the ledger schema refuses what would break the books', () => {
   });
 
   it('refuses malformed commands before touching the database', async () => {
-    const engine = new LedgerEngine(t.db);
+    const engine = new LedgerEngine(t.db, { timeZone: 'UTC' });
     const bad: PostingCommand[] = [
       { type: 'transfer', legs: [{ accountId: customer, amount: -5 }, { accountId: other, amount: 4 }] },
       { type: 'transfer', legs: [{ accountId: customer, amount: 0 }, { accountId: other, amount: 0 }] },
@@ -114,7 +114,7 @@ describe('the ledger schema refuses what would break the books', () => {
   });
 
   it('groups concurrent commands into shared database transactions', async () => {
-    const engine = new LedgerEngine(t.db);
+    const engine = new LedgerEngine(t.db, { timeZone: 'UTC' });
     let transactions = 0;
     const original = t.db.connect.bind(t.db);
     // Count how many connections the engine checks out: one per database transaction.

@@ -24,25 +24,55 @@ export interface PostedEntry extends Leg {
   availableAfter: number;
 }
 
-export type RejectionCode = 'insufficient_funds' | 'wallet_frozen' | 'currency_mismatch';
+export type RejectionCode = 'insufficient_funds' | 'wallet_frozen' | 'currency_mismatch' | 'limit_exceeded';
+
+/** A change to a hold, applied under the same account lock as the money it reserves. */
+export interface HoldChange {
+  id: string;
+  accountId: number;
+  amount: number;
+  /** place: reserve; post: end the hold as the legs move the money; release: end it, nothing moves. */
+  action: 'place' | 'post' | 'release';
+}
+
+/** A statement to run in the same database transaction when the command succeeds. */
+export interface Effect {
+  text: string;
+  values: unknown[];
+}
+
+export interface PostedOutcome {
+  ok: true;
+  /** Null when the command moved no money (placing or releasing a hold). */
+  transactionId: string | null;
+  createdAt: Date;
+  entries: PostedEntry[];
+  /** The balances of the hold's account after a hold change. */
+  hold?: { balance: number; held: number };
+}
 
 /** What happened to one command, known only inside the batch's database transaction. */
-export type PostingOutcome =
-  | { ok: true; transactionId: string; createdAt: Date; entries: PostedEntry[] }
-  | { ok: false; code: RejectionCode; accountId: number };
+export type PostingOutcome = PostedOutcome | { ok: false; code: RejectionCode; accountId: number };
 
 export interface PostingCommand {
   type: TransactionType;
   legs: Leg[];
+  /** Set by the caller when it must know the id before the batch commits. */
+  transactionId?: string;
   note?: string | null;
   reference?: string | null;
   /** Frozen wallets neither send nor receive, unless the command must land regardless. */
   ignoreFrozen?: boolean;
+  hold?: HoldChange;
+  /** Counts the debit against the account's outgoing limit for the local day. */
+  dailyLimit?: { accountId: number; amount: number; limit: number };
   /**
    * When present, the key and the response rendered from the outcome are stored in the same
    * database transaction as the entries, so the money moves once per key.
    */
   idempotency?: IdempotencyClaim & { render: (outcome: PostingOutcome) => StoredResponse };
+  /** Rows that belong with the movement (a payment record, a refund), written atomically with it. */
+  effects?: (outcome: PostedOutcome) => Effect[];
 }
 
 export type PostingResult =

@@ -2,7 +2,7 @@ import { isUuid } from '../ids.js';
 import type { Db, Tx } from '../db/pool.js';
 import { withTransaction } from '../db/transaction.js';
 import { DomainError } from '../errors.js';
-import { applyBatch } from '../ledger/engine.js';
+import type { LedgerEngine } from '../ledger/engine.js';
 import type { SystemAccounts } from '../ledger/accounts.js';
 import type { Principal } from '../auth/service.js';
 import type { IdempotencyClaim, IdempotentResponse } from '../idempotency/store.js';
@@ -74,6 +74,7 @@ const SELECT_PAYMENT = `SELECT p.id, p.wallet_id, w.account_id, p.amount, p.curr
 export class PaymentService {
   constructor(
     private readonly db: Db,
+    private readonly engine: LedgerEngine,
     private readonly wallets: WalletService,
     private readonly systemAccounts: SystemAccounts,
     private readonly options: PaymentOptions,
@@ -178,7 +179,7 @@ export class PaymentService {
   }
 
   private async credit(tx: Tx, payment: PaymentRow, event: GatewayEvent): Promise<void> {
-    const [result] = await applyBatch(tx, [
+    const [result] = await this.engine.apply(tx, [
       {
         type: 'deposit',
         legs: [

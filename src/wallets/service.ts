@@ -3,7 +3,7 @@ import type { Db } from '../db/pool.js';
 import { DomainError, problem } from '../errors.js';
 import type { LedgerEngine } from '../ledger/engine.js';
 import { readHistory, type HistoryFilter, type HistoryItem } from '../ledger/history.js';
-import type { PostingOutcome } from '../ledger/types.js';
+import type { PostingOutcome, RejectionCode } from '../ledger/types.js';
 import { verifyPin, type PinPolicy } from '../auth/pin.js';
 import type { Principal } from '../auth/service.js';
 import type { IdempotencyClaim, IdempotentResponse, StoredResponse } from '../idempotency/store.js';
@@ -113,7 +113,7 @@ export class WalletService {
       if (!outcome.ok) return rejection(outcome.code);
       const entry = outcome.entries.find((e) => e.accountId !== recipient.accountId)!;
       const transaction: HistoryItem = {
-        id: outcome.transactionId,
+        id: outcome.transactionId!,
         type: 'transfer',
         direction: 'debit',
         amount: input.amount,
@@ -159,11 +159,12 @@ export class WalletService {
 }
 
 /** A business rule refused the movement; this answer is stored under the key like a success. */
-export function rejection(code: 'insufficient_funds' | 'wallet_frozen' | 'currency_mismatch'): StoredResponse {
+export function rejection(code: RejectionCode): StoredResponse {
   const detail = {
     insufficient_funds: 'The wallet does not have enough available money for this amount',
     wallet_frozen: 'A wallet in this transaction is frozen',
     currency_mismatch: 'The two wallets hold different currencies',
+    limit_exceeded: 'This would exceed the daily outgoing limit of the wallet',
   }[code];
   const body = problem(code, detail);
   return { statusCode: body.status, body };
