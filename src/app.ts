@@ -16,8 +16,10 @@ import { LedgerEngine } from './ledger/engine.js';
 import { SystemAccounts } from './ledger/accounts.js';
 import { WalletService } from './wallets/service.js';
 import { PaymentService } from './payments/service.js';
+import { MerchantService } from './merchants/service.js';
 import { SandboxGateway } from './payments/sandbox.js';
 import { AdminService } from './admin/service.js';
+import { FundingService } from './admin/funding.js';
 import { Problem, errorResponses } from './http/schemas.js';
 import { routes } from './http/routes.js';
 import { IdempotentResponder } from './http/idempotency.js';
@@ -88,9 +90,11 @@ export async function buildApp(options: BuildOptions): Promise<{ app: App; ctx: 
     refreshTokenTtlSeconds: config.refreshTokenTtlSeconds,
     currency: config.currency,
   });
+  const pin = { pepper: config.pinPepper, maxFailures: config.pinMaxFailures, lockSeconds: config.pinLockSeconds };
   const wallets = new WalletService(db, engine, {
-    pin: { pepper: config.pinPepper, maxFailures: config.pinMaxFailures, lockSeconds: config.pinLockSeconds },
+    pin,
     maxTransactionAmountMinor: config.maxTransactionAmountMinor,
+    dailyOutgoingLimitMinor: config.dailyOutgoingLimitMinor,
   });
   const payments = new PaymentService(db, engine, wallets, systemAccounts, {
     checkoutUrl: (id) => `${config.publicUrl}/sandbox/checkout/${id}`,
@@ -104,9 +108,11 @@ export async function buildApp(options: BuildOptions): Promise<{ app: App; ctx: 
     },
     timeoutMs: 10_000,
   });
+  const merchants = new MerchantService(db, engine, wallets, systemAccounts, { pin, feeBps: config.merchantFeeBps });
   const admin = new AdminService(db, metrics);
+  const funding = new FundingService(db, engine, wallets, systemAccounts);
   const idempotency = new IdempotentResponder(db);
-  const ctx: Context = { config, db, metrics, engine, auth, wallets, payments, admin, sandbox, idempotency };
+  const ctx: Context = { config, db, metrics, engine, auth, wallets, payments, merchants, admin, funding, sandbox, idempotency };
 
   // JSON only: Fastify's built-in text/plain parser would let a string body reach validation.
   app.removeContentTypeParser('text/plain');

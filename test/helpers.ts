@@ -203,3 +203,57 @@ export async function assertInvariants(db: Db): Promise<void> {
   );
   assert.equal(twice.rowCount, 0, 'each transaction is recorded under one idempotency key');
 }
+
+/** An administrator, created the way the CLI creates one. */
+export async function createAdmin(t: TestApp): Promise<{ id: string; token: string }> {
+  const email = uniqueEmail('admin');
+  const { user } = await t.ctx.auth.register({ email, password: 'admin password 1', role: 'admin', name: 'Admin' });
+  return { id: user.id, token: (await login(t, email, 'admin password 1')).access_token };
+}
+
+export function pay(t: TestApp, from: User, merchant: string, amount: unknown, key: string | null = newKey(), extra: Record<string, unknown> = {}) {
+  return t.app.inject({
+    method: 'POST',
+    url: '/wallet/pay',
+    headers: auth(from, key),
+    payload: { merchant, amount, pin: from.pin, ...extra },
+  });
+}
+
+export function refund(t: TestApp, merchant: User, transactionId: string, payload: Record<string, unknown> | undefined, key: string | null = newKey()) {
+  return t.app.inject({
+    method: 'POST',
+    url: `/merchant/payments/${transactionId}/refund`,
+    headers: auth(merchant, key),
+    ...(payload ? { payload } : {}),
+  });
+}
+
+export async function fundPool(t: TestApp, admin: { token: string }, amount: number): Promise<void> {
+  const res = await t.app.inject({
+    method: 'POST',
+    url: '/admin/cashback-pool/fund',
+    headers: auth(admin, newKey()),
+    payload: { amount, reason: 'test funding' },
+  });
+  assert.equal(res.statusCode, 201, res.body);
+}
+
+export async function createCampaign(t: TestApp, admin: { token: string }, fields: Record<string, unknown>) {
+  const res = await t.app.inject({
+    method: 'POST',
+    url: '/admin/cashback-campaigns',
+    headers: auth(admin),
+    payload: {
+      name: 'Test campaign',
+      percent_bps: 1000,
+      cap_per_payment: 10_000,
+      budget: 100_000,
+      starts_at: new Date(Date.now() - 60_000).toISOString(),
+      ends_at: new Date(Date.now() + 3_600_000).toISOString(),
+      ...fields,
+    },
+  });
+  assert.equal(res.statusCode, 201, res.body);
+  return res.json() as { id: string; spent: number; budget: number };
+}

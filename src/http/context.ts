@@ -7,7 +7,9 @@ import type { Metrics } from '../metrics.js';
 import type { AuthService, Principal } from '../auth/service.js';
 import type { WalletService } from '../wallets/service.js';
 import type { PaymentService } from '../payments/service.js';
+import type { MerchantService } from '../merchants/service.js';
 import type { AdminService } from '../admin/service.js';
+import type { FundingService } from '../admin/funding.js';
 import type { SandboxGateway } from '../payments/sandbox.js';
 import type { LedgerEngine } from '../ledger/engine.js';
 import type { IdempotentResponder } from './idempotency.js';
@@ -21,7 +23,9 @@ export interface Context {
   auth: AuthService;
   wallets: WalletService;
   payments: PaymentService;
+  merchants: MerchantService;
   admin: AdminService;
+  funding: FundingService;
   sandbox: SandboxGateway;
   idempotency: IdempotentResponder;
 }

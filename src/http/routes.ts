@@ -8,6 +8,8 @@ import { getWallet } from './wallet/get-wallet.js';
 import { getBalance } from './wallet/get-balance.js';
 import { addMoney } from './wallet/add-money.js';
 import { transfer } from './wallet/transfer.js';
+import { pay } from './wallet/pay.js';
+import { refund } from './merchant/refund.js';
 import { getPayment } from './wallet/get-payment.js';
 import { listTransactions } from './transactions/list-transactions.js';
 import { getTransaction } from './transactions/get-transaction.js';
@@ -17,6 +19,8 @@ import { sandboxCompletePayment } from './sandbox/complete-payment.js';
 import { healthz, readyz, metrics } from './ops/health.js';
 import { reconciliation } from './admin/reconciliation.js';
 import { freeze, unfreeze } from './admin/freeze.js';
+import { createCampaign, listCampaigns } from './admin/campaigns.js';
+import { adjust, fundCashbackPool } from './admin/funding.js';
 
 /** Every route of the service. */
 export const routes: RouteModule[] = [
@@ -29,6 +33,8 @@ export const routes: RouteModule[] = [
   getBalance,
   addMoney,
   transfer,
+  pay,
+  refund,
   getPayment,
   listTransactions,
   getTransaction,
@@ -41,4 +47,8 @@ export const routes: RouteModule[] = [
   reconciliation,
   freeze,
   unfreeze,
+  createCampaign,
+  listCampaigns,
+  fundCashbackPool,
+  adjust,
 ];

@@ -1,5 +1,5 @@
 import type { Queryable } from '../db/pool.js';
-import type { TransactionType } from './types.js';
+import type { PostedOutcome, TransactionType } from './types.js';
 
 /** One line of a wallet's history: its side of one ledger transaction. */
 export interface HistoryItem {
@@ -103,4 +103,26 @@ export async function readHistory(
   );
   const page = rows.slice(0, limit);
   return { items: page.map(toItem), entryIds: page.map((r) => r.entry_id), hasMore: rows.length > limit };
+}
+
+/** The history item of one account's side of a movement just posted, as history will show it. */
+export function itemFromOutcome(
+  outcome: PostedOutcome,
+  accountId: number,
+  details: { type: TransactionType; currency: string; counterparty: HistoryItem['counterparty']; note?: string | null },
+): HistoryItem {
+  const entry = outcome.entries.find((e) => e.accountId === accountId);
+  if (!entry || !outcome.transactionId) throw new Error(`account ${accountId} has no entry in this movement`);
+  return {
+    id: outcome.transactionId,
+    type: details.type,
+    direction: entry.amount > 0 ? 'credit' : 'debit',
+    amount: Math.abs(entry.amount),
+    currency: details.currency,
+    balance_after: entry.balanceAfter,
+    status: 'posted',
+    counterparty: details.counterparty,
+    note: details.note ?? null,
+    created_at: outcome.createdAt.toISOString(),
+  };
 }

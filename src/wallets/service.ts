@@ -2,8 +2,8 @@ import { isUuid } from '../ids.js';
 import type { Db } from '../db/pool.js';
 import { DomainError, problem } from '../errors.js';
 import type { LedgerEngine } from '../ledger/engine.js';
-import { readHistory, type HistoryFilter, type HistoryItem } from '../ledger/history.js';
-import type { PostingOutcome, RejectionCode } from '../ledger/types.js';
+import { itemFromOutcome, readHistory, type HistoryFilter, type HistoryItem } from '../ledger/history.js';
+import type { PostingCommand, PostingOutcome, RejectionCode } from '../ledger/types.js';
 import { verifyPin, type PinPolicy } from '../auth/pin.js';
 import type { Principal } from '../auth/service.js';
 import type { IdempotencyClaim, IdempotentResponse, StoredResponse } from '../idempotency/store.js';
@@ -25,12 +25,13 @@ export interface Page<T> {
   next_cursor: string | null;
 }
 
-interface Party {
+export interface Party {
   walletId: string;
   accountId: number;
   handle: string;
   name: string | null;
   currency: string;
+  role: 'customer' | 'merchant' | 'admin';
 }
 
 export interface TransferInput {
@@ -43,6 +44,7 @@ export interface TransferInput {
 export interface WalletOptions {
   pin: PinPolicy;
   maxTransactionAmountMinor: number;
+  dailyOutgoingLimitMinor: number;
 }
 
 
@@ -76,6 +78,11 @@ export class WalletService {
     };
   }
 
+  /** Customer debits count against the wallet's outgoing limit for the day. */
+  dailyLimit(accountId: number, amount: number): PostingCommand['dailyLimit'] {
+    return { accountId, amount, limit: this.options.dailyOutgoingLimitMinor };
+  }
+
   assertAmountAllowed(amount: number): void {
     if (amount > this.options.maxTransactionAmountMinor) {
       throw new DomainError('limit_exceeded', `The amount exceeds the per-transaction maximum of ${this.options.maxTransactionAmountMinor}`, {
@@ -84,17 +91,18 @@ export class WalletService {
     }
   }
 
-  private async findParty(to: string): Promise<Party> {
+  /** A wallet by handle (any case) or id, or 404 wallet_not_found. */
+  async findParty(to: string): Promise<Party> {
     const byId = isUuid(to);
-    const { rows } = await this.db.query<{ id: string; account_id: number; handle: string; name: string | null; currency: string }>(
-      `SELECT w.id, w.account_id, w.handle, coalesce(u.business_name, u.name) AS name, w.currency
+    const { rows } = await this.db.query<{ id: string; account_id: number; handle: string; name: string | null; currency: string; role: Party['role'] }>(
+      `SELECT w.id, w.account_id, w.handle, coalesce(u.business_name, u.name) AS name, w.currency, u.role
          FROM wallets w JOIN users u ON u.id = w.user_id
         WHERE ${byId ? 'w.id = $1::uuid' : 'w.handle = lower($1)'}`,
       [to],
     );
     const r = rows[0];
     if (!r) throw new DomainError('wallet_not_found', `No wallet has the handle or id "${to}"`);
-    return { walletId: r.id, accountId: r.account_id, handle: r.handle, name: r.name, currency: r.currency };
+    return { walletId: r.id, accountId: r.account_id, handle: r.handle, name: r.name, currency: r.currency, role: r.role };
   }
 
   /**
@@ -111,20 +119,13 @@ export class WalletService {
     const note = input.note ?? null;
     const render = (outcome: PostingOutcome): StoredResponse => {
       if (!outcome.ok) return rejection(outcome.code);
-      const entry = outcome.entries.find((e) => e.accountId !== recipient.accountId)!;
-      const transaction: HistoryItem = {
-        id: outcome.transactionId!,
+      const transaction = itemFromOutcome(outcome, sender.accountId, {
         type: 'transfer',
-        direction: 'debit',
-        amount: input.amount,
         currency: recipient.currency,
-        balance_after: entry.balanceAfter,
-        status: 'posted',
         counterparty: { handle: recipient.handle, name: recipient.name },
         note,
-        created_at: outcome.createdAt.toISOString(),
-      };
-      return { statusCode: 201, body: { transaction, balance: entry.balanceAfter } };
+      });
+      return { statusCode: 201, body: { transaction, balance: transaction.balance_after } };
     };
     const result = await this.engine.post({
       type: 'transfer',
@@ -134,6 +135,7 @@ export class WalletService {
       ],
       note,
       reference: `wallet:${sender.id}`,
+      dailyLimit: this.dailyLimit(sender.accountId, input.amount),
       idempotency: { ...claim, render },
     });
     if (result.kind === 'key_reused') throw new DomainError('idempotency_key_reused');
