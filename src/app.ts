@@ -18,6 +18,12 @@ import { WalletService } from './wallets/service.js';
 import { PaymentService } from './payments/service.js';
 import { MerchantService } from './merchants/service.js';
 import { SandboxGateway } from './payments/sandbox.js';
+import { GatewayClient } from './payments/gateway-client.js';
+import { BankAccounts } from './funding/bank-accounts.js';
+import { BankClient } from './funding/bank-client.js';
+import { SandboxBank } from './funding/sandbox-bank.js';
+import { WithdrawalService } from './funding/withdrawals.js';
+import { RecoveryJobs } from './jobs/recovery.js';
 import { AdminService } from './admin/service.js';
 import { FundingService } from './admin/funding.js';
 import { Problem, errorResponses } from './http/schemas.js';
@@ -96,23 +102,63 @@ export async function buildApp(options: BuildOptions): Promise<{ app: App; ctx: 
     maxTransactionAmountMinor: config.maxTransactionAmountMinor,
     dailyOutgoingLimitMinor: config.dailyOutgoingLimitMinor,
   });
+  // The sandboxes live on this server, whose port is known only once it listens.
+  const self = () => {
+    const address = app.server.address();
+    const port = typeof address === 'object' && address ? address.port : config.port;
+    return `http://127.0.0.1:${port}`;
+  };
   const payments = new PaymentService(db, engine, wallets, systemAccounts, {
     checkoutUrl: (id) => `${config.publicUrl}/sandbox/checkout/${id}`,
+    attemptTtlSeconds: config.paymentAttemptTtlSeconds,
+    recoveryAfterSeconds: config.paymentRecoveryAfterSeconds,
   });
-  const sandbox = new SandboxGateway(payments, {
+  const sandbox = new SandboxGateway(db, payments, {
     secret: config.gatewayWebhookSecret,
-    webhookUrl: () => {
-      const address = app.server.address();
-      const port = typeof address === 'object' && address ? address.port : config.port;
-      return `http://127.0.0.1:${port}/webhooks/gateway`;
-    },
-    timeoutMs: 10_000,
+    webhookUrl: () => `${self()}/webhooks/gateway`,
+    timeoutMs: config.outboundTimeoutMs,
   });
+  const gateway = new GatewayClient(() => config.gatewayUrl ?? `${self()}/sandbox/gateway`, config.outboundTimeoutMs);
+  const bankAccounts = new BankAccounts(db);
+  const bank = new BankClient(() => config.bankUrl ?? `${self()}/sandbox/bank`, config.outboundTimeoutMs);
+  const sandboxBank = new SandboxBank(
+    db,
+    { mode: config.sandboxBankMode, secret: config.bankWebhookSecret, webhookUrl: () => `${self()}/webhooks/bank`, timeoutMs: config.outboundTimeoutMs },
+    app.log,
+  );
+  const withdrawals = new WithdrawalService(
+    db,
+    engine,
+    wallets,
+    bankAccounts,
+    bank,
+    systemAccounts,
+    { pin, timeoutSeconds: config.withdrawalTimeoutSeconds, submitImmediately: config.payoutSubmitImmediately },
+    app.log,
+  );
+  const jobs = new RecoveryJobs(payments, gateway, withdrawals, app.log);
   const merchants = new MerchantService(db, engine, wallets, systemAccounts, { pin, feeBps: config.merchantFeeBps });
   const admin = new AdminService(db, metrics);
   const funding = new FundingService(db, engine, wallets, systemAccounts);
   const idempotency = new IdempotentResponder(db);
-  const ctx: Context = { config, db, metrics, engine, auth, wallets, payments, merchants, admin, funding, sandbox, idempotency };
+  const ctx: Context = {
+    config,
+    db,
+    metrics,
+    engine,
+    auth,
+    wallets,
+    payments,
+    merchants,
+    admin,
+    funding,
+    sandbox,
+    idempotency,
+    bankAccounts,
+    withdrawals,
+    sandboxBank,
+    jobs,
+  };
 
   // JSON only: Fastify's built-in text/plain parser would let a string body reach validation.
   app.removeContentTypeParser('text/plain');

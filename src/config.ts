@@ -27,6 +27,8 @@ export interface Config {
   /** How the sandbox bank answers payouts: wait for /sandbox/payouts/{id}/complete, or act at once. */
   sandboxBankMode: 'manual' | 'succeed' | 'fail' | 'never';
   outboundTimeoutMs: number;
+  /** Submit payouts right after the hold commits (false leaves them to the recovery job). */
+  payoutSubmitImmediately: boolean;
   dailyOutgoingLimitMinor: number;
   limitTimeZone: string;
   merchantFeeBps: number;
@@ -183,6 +185,7 @@ export function loadConfig(env: Env = process.env): { config: Config; warnings: 
     bankUrl: url(env, 'BANK_URL', ['http:', 'https:']),
     sandboxBankMode: oneOf(env, 'SANDBOX_BANK_MODE', ['manual', 'succeed', 'fail', 'never'] as const, 'manual'),
     outboundTimeoutMs: integer(env, 'OUTBOUND_TIMEOUT_MS', 10_000, 100, 120_000),
+    payoutSubmitImmediately: boolean(env, 'PAYOUT_SUBMIT_IMMEDIATELY', true),
     dailyOutgoingLimitMinor: integer(env, 'DAILY_OUTGOING_LIMIT_MINOR', 20_000_000, 1, 1_000_000_000_000),
     limitTimeZone: timeZone(env, 'LIMIT_TIME_ZONE', 'Asia/Kolkata'),
     merchantFeeBps: integer(env, 'MERCHANT_FEE_BPS', 0, 0, 10_000),

@@ -26,6 +26,8 @@ async function main(): Promise<void> {
   const { app, ctx } = await buildApp({ config, db, loggerInstance: logger });
   await app.listen({ host: config.host, port: config.port });
   logger.info({ startup_ms: Date.now() - started, embedded_postgres: Boolean(embedded) }, 'wallet service ready');
+  // Unfinished work from before a crash is picked up now, then on a schedule.
+  ctx.jobs.start(config.recoveryIntervalSeconds);
 
   let stopping = false;
   const shutdown = async (signal: string) => {
@@ -37,6 +39,7 @@ async function main(): Promise<void> {
       process.exit(1);
     }, config.shutdownGraceMs + 5_000);
     force.unref();
+    await ctx.jobs.stop();
     await app.close();
     await ctx.engine.idle();
     await db.end();

@@ -6,7 +6,7 @@ import { loadConfig, type Config } from '../src/config.js';
 import { createPool, type Db } from '../src/db/pool.js';
 import { buildApp, REDACT } from '../src/app.js';
 import type { App, Context } from '../src/http/context.js';
-import { signPayload } from '../src/payments/signature.js';
+import { signPayload } from '../src/signatures.js';
 import { reconcile } from '../src/ledger/reconcile.js';
 
 export const SECRETS = {

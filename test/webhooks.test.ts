@@ -197,7 +197,7 @@ describe('add money and the gateway webhook', () => {
       url: '/webhooks/gateway',
       headers: {
         'content-type': 'application/json',
-        'gateway-signature': (await import('../src/payments/signature.js')).signPayload(t.config.gatewayWebhookSecret, signed, Math.floor(Date.now() / 1000)),
+        'gateway-signature': (await import('../src/signatures.js')).signPayload(t.config.gatewayWebhookSecret, signed, Math.floor(Date.now() / 1000)),
       },
       payload: signed.replace('"amount":800', '"amount":8000'),
     });

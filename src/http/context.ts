@@ -13,6 +13,10 @@ import type { FundingService } from '../admin/funding.js';
 import type { SandboxGateway } from '../payments/sandbox.js';
 import type { LedgerEngine } from '../ledger/engine.js';
 import type { IdempotentResponder } from './idempotency.js';
+import type { BankAccounts } from '../funding/bank-accounts.js';
+import type { WithdrawalService } from '../funding/withdrawals.js';
+import type { SandboxBank } from '../funding/sandbox-bank.js';
+import type { RecoveryJobs } from '../jobs/recovery.js';
 
 /** Everything a route may call. Routes never touch SQL: they call these services. */
 export interface Context {
@@ -28,6 +32,10 @@ export interface Context {
   funding: FundingService;
   sandbox: SandboxGateway;
   idempotency: IdempotentResponder;
+  bankAccounts: BankAccounts;
+  withdrawals: WithdrawalService;
+  sandboxBank: SandboxBank;
+  jobs: RecoveryJobs;
 }
 
 export type App = FastifyInstance<RawServerDefault, IncomingMessage, ServerResponse, FastifyBaseLogger, TypeBoxTypeProvider>;

@@ -10,12 +10,16 @@ import { addMoney } from './wallet/add-money.js';
 import { transfer } from './wallet/transfer.js';
 import { pay } from './wallet/pay.js';
 import { refund } from './merchant/refund.js';
+import { addBankAccount, listBankAccounts } from './wallet/bank-accounts.js';
+import { withdraw, getWithdrawal } from './wallet/withdraw.js';
+import { bankWebhook } from './webhooks/bank.js';
+import { sandboxBank, sandboxCompletePayout } from './sandbox/bank.js';
 import { getPayment } from './wallet/get-payment.js';
 import { listTransactions } from './transactions/list-transactions.js';
 import { getTransaction } from './transactions/get-transaction.js';
 import { gatewayWebhook } from './webhooks/gateway.js';
 import { sandboxCheckout } from './sandbox/checkout.js';
-import { sandboxCompletePayment } from './sandbox/complete-payment.js';
+import { sandboxCompletePayment, sandboxGatewayStatus } from './sandbox/complete-payment.js';
 import { healthz, readyz, metrics } from './ops/health.js';
 import { reconciliation } from './admin/reconciliation.js';
 import { freeze, unfreeze } from './admin/freeze.js';
@@ -35,6 +39,14 @@ export const routes: RouteModule[] = [
   transfer,
   pay,
   refund,
+  addBankAccount,
+  listBankAccounts,
+  withdraw,
+  getWithdrawal,
+  bankWebhook,
+  sandboxBank,
+  sandboxCompletePayout,
+  sandboxGatewayStatus,
   getPayment,
   listTransactions,
   getTransaction,

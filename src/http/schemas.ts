@@ -37,7 +37,9 @@ export const HistoryItemSchema = Type.Object({
   amount: Type.Integer(),
   currency: Currency,
   balance_after: Type.Integer(),
-  status: Type.String(),
+  status: Type.Union([Type.Literal('posted'), Type.Literal('pending'), Type.Literal('failed')], {
+    description: 'posted: the money moved; pending: held for a withdrawal; failed: a withdrawal whose hold was released (nothing left the wallet)',
+  }),
   counterparty: Type.Union([Type.Object({ handle: Handle, name: Type.Union([Type.String(), Type.Null()]) }), Type.Null()]),
   note: Type.Union([Type.String(), Type.Null()]),
   created_at: Timestamp,

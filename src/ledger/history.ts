@@ -9,7 +9,8 @@ export interface HistoryItem {
   amount: number;
   currency: string;
   balance_after: number;
-  status: 'posted';
+  /** posted: the money moved; pending: held for a withdrawal; failed: the hold was released. */
+  status: 'posted' | 'pending' | 'failed';
   counterparty: { handle: string; name: string | null } | null;
   note: string | null;
   created_at: string;
@@ -36,6 +37,7 @@ interface Row {
   currency: string;
   counterparty_handle: string | null;
   counterparty_name: string | null;
+  status: HistoryItem['status'];
 }
 
 function toItem(r: Row): HistoryItem {
@@ -46,7 +48,7 @@ function toItem(r: Row): HistoryItem {
     amount: Math.abs(r.amount),
     currency: r.currency,
     balance_after: r.balance_after,
-    status: 'posted',
+    status: r.status,
     counterparty: r.counterparty_handle ? { handle: r.counterparty_handle, name: r.counterparty_name } : null,
     note: r.note,
     created_at: r.created_at.toISOString(),
@@ -54,9 +56,11 @@ function toItem(r: Row): HistoryItem {
 }
 
 /**
- * Reads an account's entries newest first. The counterparty is the wallet on the other
- * side of the same ledger transaction that moved the most money the opposite way; system
- * accounts (gateway, bank) have no handle and show as null.
+ * Reads an account's history newest first: its entries, and its holds that have not been
+ * posted (a pending withdrawal, or one whose hold was released). Holds draw their position
+ * from the entries' sequence, so one cursor pages through both. The counterparty is the
+ * wallet on the other side of the same ledger transaction that moved the most money the
+ * opposite way; system accounts (gateway, bank) have no handle and show as null.
  */
 export async function readHistory(
   db: Queryable,
@@ -65,31 +69,46 @@ export async function readHistory(
   limit: number,
 ): Promise<{ items: HistoryItem[]; entryIds: number[]; hasMore: boolean }> {
   const { rows } = await db.query<Row>(
-    `SELECT e.id AS entry_id, e.transaction_id, e.type, e.amount, e.balance_after, e.created_at,
-            t.note, a.currency, cp.handle AS counterparty_handle, cp.name AS counterparty_name
-       FROM entries e
-       JOIN ledger_transactions t ON t.id = e.transaction_id
-       JOIN accounts a ON a.id = e.account_id
-       LEFT JOIN LATERAL (
-         SELECT w.handle, coalesce(u.business_name, u.name) AS name
-           FROM entries o
-           JOIN wallets w ON w.account_id = o.account_id
-           JOIN users u ON u.id = w.user_id
-          WHERE o.transaction_id = e.transaction_id
-            AND o.account_id <> e.account_id
-            AND sign(o.amount) <> sign(e.amount)
-          ORDER BY abs(o.amount) DESC
-          LIMIT 1
-       ) cp ON true
-      WHERE e.account_id = $1
-        AND ($2::bigint IS NULL OR e.id < $2)
-        AND ($3::text IS NULL OR e.type = $3)
-        AND ($4::text IS NULL OR ($4 = 'credit') = (e.amount > 0))
-        AND ($5::timestamptz IS NULL OR e.created_at >= $5)
-        AND ($6::timestamptz IS NULL OR e.created_at < $6)
-        AND ($7::uuid IS NULL OR e.transaction_id = $7)
-      ORDER BY e.id DESC
-      LIMIT $8`,
+    `(SELECT e.id AS entry_id, e.transaction_id, e.type, e.amount, e.balance_after, e.created_at,
+             t.note, a.currency, cp.handle AS counterparty_handle, cp.name AS counterparty_name, 'posted' AS status
+        FROM entries e
+        JOIN ledger_transactions t ON t.id = e.transaction_id
+        JOIN accounts a ON a.id = e.account_id
+        LEFT JOIN LATERAL (
+          SELECT w.handle, coalesce(u.business_name, u.name) AS name
+            FROM entries o
+            JOIN wallets w ON w.account_id = o.account_id
+            JOIN users u ON u.id = w.user_id
+           WHERE o.transaction_id = e.transaction_id
+             AND o.account_id <> e.account_id
+             AND sign(o.amount) <> sign(e.amount)
+           ORDER BY abs(o.amount) DESC
+           LIMIT 1
+        ) cp ON true
+       WHERE e.account_id = $1
+         AND ($2::bigint IS NULL OR e.id < $2)
+         AND ($3::text IS NULL OR e.type = $3)
+         AND ($4::text IS NULL OR ($4 = 'credit') = (e.amount > 0))
+         AND ($5::timestamptz IS NULL OR e.created_at >= $5)
+         AND ($6::timestamptz IS NULL OR e.created_at < $6)
+         AND ($7::uuid IS NULL OR e.transaction_id = $7)
+       ORDER BY e.id DESC
+       LIMIT $8)
+     UNION ALL
+     (SELECT h.seq, h.id, h.type, -h.amount, h.balance_at_hold, h.created_at,
+             NULL, a.currency, NULL, NULL, CASE h.status WHEN 'pending' THEN 'pending' ELSE 'failed' END
+        FROM holds h JOIN accounts a ON a.id = h.account_id
+       WHERE h.account_id = $1 AND h.status <> 'posted'
+         AND ($2::bigint IS NULL OR h.seq < $2)
+         AND ($3::text IS NULL OR h.type = $3)
+         AND ($4::text IS NULL OR $4 = 'debit')
+         AND ($5::timestamptz IS NULL OR h.created_at >= $5)
+         AND ($6::timestamptz IS NULL OR h.created_at < $6)
+         AND ($7::uuid IS NULL OR h.id = $7)
+       ORDER BY h.seq DESC
+       LIMIT $8)
+     ORDER BY entry_id DESC
+     LIMIT $8`,
     [
       accountId,
       filter.beforeEntryId ?? null,

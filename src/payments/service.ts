@@ -8,6 +8,7 @@ import type { Principal } from '../auth/service.js';
 import type { IdempotencyClaim, IdempotentResponse } from '../idempotency/store.js';
 import { runIdempotent } from '../idempotency/run.js';
 import { ownWallet, type WalletService } from '../wallets/service.js';
+import type { GatewayClient } from './gateway-client.js';
 
 export type PaymentStatus = 'pending' | 'succeeded' | 'failed' | 'expired';
 
@@ -31,10 +32,12 @@ export interface GatewayEvent {
 }
 
 /** What a webhook delivery did; the route answers 200 for all of these. */
-export type EventOutcome = 'credited' | 'marked_failed' | 'already_processed' | 'ignored';
+export type EventOutcome = 'credited' | 'credited_after_expiry' | 'marked_failed' | 'already_processed' | 'ignored';
 
 export interface PaymentOptions {
   checkoutUrl: (paymentId: string) => string;
+  attemptTtlSeconds: number;
+  recoveryAfterSeconds: number;
 }
 
 
@@ -153,6 +156,11 @@ export class PaymentService {
         } else {
           await this.credit(tx, payment, event);
           outcome = 'credited';
+          if (payment.status === 'expired') {
+            // The customer's money was taken after we gave up waiting: credit it, and have a human look.
+            await tx.query(`UPDATE payments SET flagged = true, flag_reason = $2 WHERE id = $1`, [payment.id, `paid after expiry (event ${event.id})`]);
+            outcome = 'credited_after_expiry';
+          }
         }
       } else if (payment.status === 'pending' || payment.status === 'expired') {
         await tx.query(`UPDATE payments SET status = 'failed', updated_at = now(), gateway_reference = coalesce($2, gateway_reference) WHERE id = $1`, [
@@ -176,6 +184,43 @@ export class PaymentService {
       throw new DomainError('amount_mismatch', 'The amount or currency does not match the payment attempt; it is flagged for review');
     }
     return result.outcome;
+  }
+
+  /** Pending attempts past their time become expired; a late success still credits them. */
+  async expire(): Promise<number> {
+    const { rowCount } = await this.db.query(
+      `UPDATE payments SET status = 'expired', updated_at = now()
+        WHERE status = 'pending' AND created_at < now() - make_interval(secs => $1)`,
+      [this.options.attemptTtlSeconds],
+    );
+    return rowCount ?? 0;
+  }
+
+  /**
+   * Asks the gateway about attempts still waiting for a webhook (pending ones, and expired
+   * ones of the last week), and settles each the way its webhook would have, so that a
+   * lost webhook never loses a deposit.
+   */
+  async recover(gateway: GatewayClient): Promise<{ checked: number; settled: number }> {
+    const { rows } = await this.db.query<{ id: string }>(
+      `SELECT id FROM payments
+        WHERE (status = 'pending' AND created_at < now() - make_interval(secs => $1))
+           OR (status = 'expired' AND created_at > now() - interval '7 days')
+        ORDER BY created_at LIMIT 200`,
+      [this.options.recoveryAfterSeconds],
+    );
+    let settled = 0;
+    for (const { id } of rows) {
+      const known = await gateway.status(id);
+      if (!known) continue;
+      const outcome = await this.handleEvent({
+        id: `recovery:${id}:${known.status}`,
+        type: known.status === 'succeeded' ? 'payment.succeeded' : 'payment.failed',
+        data: { payment_id: id, amount: known.amount, currency: known.currency, gateway_reference: known.reference },
+      }).catch(() => 'ignored' as const);
+      if (outcome === 'credited' || outcome === 'credited_after_expiry' || outcome === 'marked_failed') settled++;
+    }
+    return { checked: rows.length, settled };
   }
 
   private async credit(tx: Tx, payment: PaymentRow, event: GatewayEvent): Promise<void> {

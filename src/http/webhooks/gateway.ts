@@ -1,7 +1,5 @@
 import { Type } from 'typebox';
-import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import { DomainError } from '../../errors.js';
-import { verifySignature } from '../../payments/signature.js';
+import { requireSignature, withRawBody } from './signed.js';
 import type { RouteModule } from '../context.js';
 import { Amount, Currency, errorResponses } from '../schemas.js';
 
@@ -19,31 +17,11 @@ const Event = Type.Object({
 });
 
 export const gatewayWebhook: RouteModule = (app, ctx) => {
-  void app.register(async (plain) => {
-    const scope = plain.withTypeProvider<TypeBoxTypeProvider>();
-    // The signature covers the exact bytes sent, so keep them before parsing.
-    scope.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body, done) => {
-      request.rawBody = body as Buffer;
-      try {
-        done(null, JSON.parse((body as Buffer).toString('utf8')));
-      } catch {
-        done(null, undefined);
-      }
-    });
+  withRawBody(app, (scope) => {
     scope.post(
       '/webhooks/gateway',
       {
-        // Checked before the body is validated: nothing unsigned is looked at further.
-        preValidation: async (request) => {
-          const ok = verifySignature(
-            ctx.config.gatewayWebhookSecret,
-            request.rawBody ?? Buffer.alloc(0),
-            request.headers['gateway-signature'] as string | undefined,
-            ctx.config.webhookToleranceSeconds,
-          );
-          if (!ok) throw new DomainError('invalid_signature', 'Missing, malformed, stale or wrong Gateway-Signature');
-          if (request.body === undefined) throw new DomainError('validation_failed', 'The request body is not valid JSON');
-        },
+        preValidation: requireSignature('gateway-signature', ctx.config.gatewayWebhookSecret, ctx.config.webhookToleranceSeconds),
         schema: {
           tags: ['webhooks'],
           summary: 'Payment gateway events (signed)',
@@ -57,6 +35,7 @@ export const gatewayWebhook: RouteModule = (app, ctx) => {
               received: Type.Literal(true),
               outcome: Type.Union([
                 Type.Literal('credited'),
+                Type.Literal('credited_after_expiry'),
                 Type.Literal('marked_failed'),
                 Type.Literal('already_processed'),
                 Type.Literal('ignored'),
