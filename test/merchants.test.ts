@@ -254,6 +254,13 @@ describe('cashback', () => {
     assert.equal(total, 2_500);
     const stored = (await t.app.inject({ method: 'GET', url: '/admin/cashback-campaigns', headers: auth(admin) })).json();
     assert.equal(stored.data.find((c: { id: string }) => c.id === campaign.id).spent, 2_500);
+    const one = await t.app.inject({ method: 'GET', url: `/admin/cashback-campaigns/${campaign.id}`, headers: auth(admin) });
+    assert.equal(one.json().spent, 2_500);
+    for (const id of ['nope', '00000000-0000-4000-8000-000000000000']) {
+      const missing = await t.app.inject({ method: 'GET', url: `/admin/cashback-campaigns/${id}`, headers: auth(admin) });
+      assert.equal(missing.statusCode, 404);
+      assert.equal(missing.json().code, 'campaign_not_found');
+    }
   });
 
   it('an empty pool gives no cashback but the payment stands', async () => {

@@ -23,7 +23,7 @@ import { sandboxCompletePayment, sandboxGatewayStatus } from './sandbox/complete
 import { healthz, readyz, metrics } from './ops/health.js';
 import { reconciliation } from './admin/reconciliation.js';
 import { freeze, unfreeze } from './admin/freeze.js';
-import { createCampaign, listCampaigns } from './admin/campaigns.js';
+import { createCampaign, getCampaign, listCampaigns } from './admin/campaigns.js';
 import { adjust, fundCashbackPool } from './admin/funding.js';
 
 /** Every route of the service. */
@@ -61,6 +61,7 @@ export const routes: RouteModule[] = [
   unfreeze,
   createCampaign,
   listCampaigns,
+  getCampaign,
   fundCashbackPool,
   adjust,
 ];

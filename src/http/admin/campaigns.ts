@@ -72,3 +72,20 @@ export const listCampaigns: RouteModule = (app, ctx) => {
     async () => ({ data: await ctx.funding.campaigns() }),
   );
 };
+
+export const getCampaign: RouteModule = (app, ctx) => {
+  app.get(
+    '/admin/cashback-campaigns/:id',
+    {
+      onRequest: [authenticate(ctx), requireAdmin],
+      schema: {
+        tags: ['admin'],
+        summary: 'One cashback campaign with what it has spent',
+        security: bearer,
+        params: Type.Object({ id: Type.String({ maxLength: 64 }) }),
+        response: { 200: CampaignSchema, ...errorResponses(['forbidden', 'campaign_not_found'], { authenticated: true }) },
+      },
+    },
+    async (request) => ctx.funding.campaign(request.params.id),
+  );
+};
