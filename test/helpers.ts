@@ -188,8 +188,9 @@ export async function snapshot(db: Db) {
 
 /**
  * The ledger invariants, checked after every test that moves money: balances sum to zero,
- * every cached balance equals its entries, no customer balance is negative, every ledger
- * transaction balances, and no idempotency key moved money more than once.
+ * every cached balance equals its entries, held equals the pending holds, no customer
+ * balance is negative, every ledger transaction balances, and no idempotency key moved
+ * money more than once.
  */
 export async function assertInvariants(db: Db): Promise<void> {
   const result = await reconcile(db);
@@ -197,6 +198,11 @@ export async function assertInvariants(db: Db): Promise<void> {
   assert.equal(result.total_balance, 0);
   const negative = await db.query(`SELECT id FROM accounts WHERE kind = 'customer' AND (balance < 0 OR balance - held < 0)`);
   assert.equal(negative.rowCount, 0, 'no customer balance below zero');
+  const held = await db.query(
+    `SELECT a.id FROM accounts a
+      WHERE a.held <> coalesce((SELECT sum(amount) FROM holds h WHERE h.account_id = a.id AND h.status = 'pending'), 0)`,
+  );
+  assert.equal(held.rowCount, 0, 'available = balance - held, and held is exactly the pending holds');
   const twice = await db.query(
     `SELECT response->'transaction'->>'id' AS id, count(*) FROM idempotency_keys
       WHERE response ? 'transaction' GROUP BY 1 HAVING count(*) > 1`,

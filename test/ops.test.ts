@@ -132,6 +132,23 @@ describe('operations', () => {
       ['get', '/admin/reconciliation'],
       ['post', '/admin/wallets/{id}/freeze'],
       ['post', '/admin/wallets/{id}/unfreeze'],
+      ['post', '/wallet/pay'],
+      ['post', '/merchant/payments/{transaction_id}/refund'],
+      ['post', '/wallet/bank-accounts'],
+      ['get', '/wallet/bank-accounts'],
+      ['post', '/wallet/withdraw'],
+      ['get', '/wallet/withdrawals/{id}'],
+      ['post', '/webhooks/bank'],
+      ['post', '/sandbox/payouts/{withdrawal_id}/complete'],
+      ['post', '/sandbox/bank/payouts'],
+      ['get', '/sandbox/bank/payouts/{reference}'],
+      ['post', '/sandbox/bank/payouts/{reference}/cancel'],
+      ['get', '/sandbox/gateway/payments/{payment_id}'],
+      ['post', '/admin/cashback-campaigns'],
+      ['get', '/admin/cashback-campaigns'],
+      ['get', '/admin/cashback-campaigns/{id}'],
+      ['post', '/admin/cashback-pool/fund'],
+      ['post', '/admin/adjustments'],
     ];
     for (const [method, path] of expected) assert.ok(spec.paths[path]?.[method], `${method.toUpperCase()} ${path} is documented`);
     const transferOp = spec.paths['/wallet/transfer'].post;
@@ -162,7 +179,7 @@ describe('operations', () => {
     assert.deepEqual(documented.sort(), catalog.sort());
   });
 
-  it('logs carry request ids and never a password, PIN, token or signature', async () => {
+  it('logs carry request ids and never a password, PIN, token, secret or bank account number', async () => {
     const secretPassword = 'unique-password-Zx9Q';
     const secretPin = '864213';
     const email = `logscan.${Date.now()}@example.com`;
@@ -179,7 +196,13 @@ describe('operations', () => {
     const logs = t.logs.join('');
     assert.ok(logs.length > 0);
     assert.match(logs, /"reqId"/);
-    for (const secret of [secretPassword, secretPin, 'wrong-password-Qq7', tokens.access_token, tokens.refresh_token, t.config.jwtSecret, t.config.pinPepper]) {
+    await t.app.inject({
+      method: 'POST',
+      url: '/wallet/bank-accounts',
+      headers: { authorization: `Bearer ${tokens.access_token}` },
+      payload: { account_number: '987654321098765', ifsc: 'ICIC0009876', holder_name: 'Log Scan' },
+    });
+    for (const secret of [secretPassword, secretPin, 'wrong-password-Qq7', tokens.access_token, tokens.refresh_token, t.config.jwtSecret, t.config.pinPepper, '987654321098765']) {
       assert.ok(!logs.includes(secret), `logs contain a secret (${secret.slice(0, 6)}…)`);
     }
   });

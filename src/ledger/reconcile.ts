@@ -4,6 +4,8 @@ export type Mismatch =
   | { kind: 'balance_differs_from_entries'; account_id: number; balance: number; entries_sum: number }
   | { kind: 'last_balance_after_differs'; account_id: number; balance: number; balance_after: number }
   | { kind: 'customer_balance_negative'; account_id: number; balance: number }
+  | { kind: 'held_differs_from_holds'; account_id: number; held: number; pending_holds: number }
+  | { kind: 'available_negative'; account_id: number; balance: number; held: number }
   | { kind: 'transaction_does_not_balance'; transaction_id: string; sum: number }
   | { kind: 'total_balance_not_zero'; total_balance: number };
 
@@ -19,8 +21,9 @@ const MAX_REPORTED = 100;
 
 /**
  * Recomputes every balance from the entries and checks the ledger's invariants: each cached
- * balance equals the sum of its entries and its latest balance_after, every ledger
- * transaction sums to zero, no customer balance is negative, and all balances sum to zero.
+ * balance equals the sum of its entries and its latest balance_after, each held amount
+ * equals the account's pending holds, every ledger transaction sums to zero, no customer
+ * balance (or balance minus holds) is negative, and all balances sum to zero.
  * Runs in one REPEATABLE READ snapshot so that concurrent postings cannot show as mismatches.
  */
 export function reconcile(db: Db): Promise<Reconciliation> {
@@ -36,9 +39,12 @@ async function reconcileOn(db: Tx): Promise<Reconciliation> {
       balance: number;
       entries_sum: number;
       last_balance_after: number | null;
+      held: number;
+      pending_holds: number;
     }>(
-      `SELECT a.id, a.kind, a.balance,
+      `SELECT a.id, a.kind, a.balance, a.held,
               coalesce(s.total, 0) AS entries_sum,
+              coalesce((SELECT sum(h.amount) FROM holds h WHERE h.account_id = a.id AND h.status = 'pending'), 0) AS pending_holds,
               (SELECT e.balance_after FROM entries e WHERE e.account_id = a.id ORDER BY e.id DESC LIMIT 1)
                 AS last_balance_after
          FROM accounts a
@@ -66,6 +72,12 @@ async function reconcileOn(db: Tx): Promise<Reconciliation> {
       }
       if (a.kind === 'customer' && a.balance < 0) {
         mismatches.push({ kind: 'customer_balance_negative', account_id: a.id, balance: a.balance });
+      }
+      if (a.held !== a.pending_holds) {
+        mismatches.push({ kind: 'held_differs_from_holds', account_id: a.id, held: a.held, pending_holds: a.pending_holds });
+      }
+      if (a.kind === 'customer' && a.balance - a.held < 0) {
+        mismatches.push({ kind: 'available_negative', account_id: a.id, balance: a.balance, held: a.held });
       }
     }
     for (const t of unbalanced.rows) mismatches.push({ kind: 'transaction_does_not_balance', ...t });
