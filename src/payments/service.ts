@@ -198,20 +198,26 @@ export class PaymentService {
 
   /**
    * Asks the gateway about attempts still waiting for a webhook (pending ones, and expired
-   * ones of the last week), and settles each the way its webhook would have, so that a
-   * lost webhook never loses a deposit.
+   * ones of the last two days, those at most hourly), and settles each the way its webhook
+   * would have, so that a lost webhook never loses a deposit.
    */
   async recover(gateway: GatewayClient): Promise<{ checked: number; settled: number }> {
     const { rows } = await this.db.query<{ id: string }>(
-      `SELECT id FROM payments
-        WHERE (status = 'pending' AND created_at < now() - make_interval(secs => $1))
-           OR (status = 'expired' AND created_at > now() - interval '7 days')
-        ORDER BY created_at LIMIT 200`,
+      `UPDATE payments SET gateway_checked_at = now()
+        WHERE id IN (
+          SELECT id FROM payments
+           WHERE ((status = 'pending' AND created_at < now() - make_interval(secs => $1))
+                  OR (status = 'expired' AND created_at > now() - interval '2 days'))
+             AND (gateway_checked_at IS NULL
+                  OR gateway_checked_at < now() - CASE status WHEN 'pending' THEN make_interval(secs => $1) ELSE interval '1 hour' END)
+           ORDER BY created_at LIMIT 200
+             FOR UPDATE SKIP LOCKED)
+        RETURNING id`,
       [this.options.recoveryAfterSeconds],
     );
     let settled = 0;
     for (const { id } of rows) {
-      const known = await gateway.status(id);
+      const known = await gateway.status(id).catch(() => undefined);
       if (!known) continue;
       const outcome = await this.handleEvent({
         id: `recovery:${id}:${known.status}`,
