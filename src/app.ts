@@ -17,6 +17,7 @@ import { SystemAccounts } from './ledger/accounts.js';
 import { WalletService } from './wallets/service.js';
 import { PaymentService } from './payments/service.js';
 import { MerchantService } from './merchants/service.js';
+import { CampaignIndex } from './merchants/cashback.js';
 import { SandboxGateway } from './payments/sandbox.js';
 import { GatewayClient } from './payments/gateway-client.js';
 import { BankAccounts } from './funding/bank-accounts.js';
@@ -88,7 +89,7 @@ export async function buildApp(options: BuildOptions): Promise<{ app: App; ctx: 
 
   const systemAccounts = new SystemAccounts();
   await systemAccounts.load(db);
-  const engine = new LedgerEngine(db, { metrics, timeZone: config.limitTimeZone });
+  
   const signer = new TokenSigner(config.jwtSecret, config.accessTokenTtlSeconds);
   const auth = new AuthService(db, {
     signer,
@@ -97,8 +98,8 @@ export async function buildApp(options: BuildOptions): Promise<{ app: App; ctx: 
     currency: config.currency,
   });
   const pin = { pepper: config.pinPepper, maxFailures: config.pinMaxFailures, lockSeconds: config.pinLockSeconds };
+  const engine = new LedgerEngine(db, { metrics, timeZone: config.limitTimeZone, pin });
   const wallets = new WalletService(db, engine, {
-    pin,
     maxTransactionAmountMinor: config.maxTransactionAmountMinor,
     dailyOutgoingLimitMinor: config.dailyOutgoingLimitMinor,
   });
@@ -133,13 +134,14 @@ export async function buildApp(options: BuildOptions): Promise<{ app: App; ctx: 
     bankAccounts,
     bank,
     systemAccounts,
-    { pin, timeoutSeconds: config.withdrawalTimeoutSeconds, submitImmediately: config.payoutSubmitImmediately },
+    { timeoutSeconds: config.withdrawalTimeoutSeconds, submitImmediately: config.payoutSubmitImmediately },
     app.log,
   );
   const jobs = new RecoveryJobs(payments, gateway, withdrawals, app.log);
-  const merchants = new MerchantService(db, engine, wallets, systemAccounts, { pin, feeBps: config.merchantFeeBps });
+  const campaigns = new CampaignIndex(db);
+  const merchants = new MerchantService(db, engine, wallets, systemAccounts, campaigns, { feeBps: config.merchantFeeBps });
   const admin = new AdminService(db, metrics);
-  const funding = new FundingService(db, engine, wallets, systemAccounts);
+  const funding = new FundingService(db, engine, wallets, systemAccounts, campaigns);
   const idempotency = new IdempotentResponder(db);
   const ctx: Context = {
     config,

@@ -1,5 +1,6 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+const TEST_ENGINE = { timeZone: 'UTC', pin: { pepper: 'unused-in-these-tests', maxFailures: 5, lockSeconds: 900 } };
 import { assertInvariants, balanceOf, fund, newKey, registerUser, startApp, transfer, type TestApp } from './helpers.js';
 
 describe('concurrency', () => {
@@ -82,7 +83,7 @@ describe('concurrency', () => {
       [[a.wallet.id, b.wallet.id], a.wallet.handle],
     );
     const [from, to] = ids.rows.map((r) => r.account_id);
-    const engines = [new second.LedgerEngine(t.db, { timeZone: 'UTC' }), new second.LedgerEngine(t.db, { timeZone: 'UTC' })];
+    const engines = [new second.LedgerEngine(t.db, TEST_ENGINE), new second.LedgerEngine(t.db, TEST_ENGINE)];
     const claim = { principal: `user:${a.id}`, key: newKey(), requestHash: Buffer.from('same request') };
     const render = (o: { ok: boolean }) => ({ statusCode: o.ok ? 201 : 422, body: { ok: o.ok } });
     const results = await Promise.all(

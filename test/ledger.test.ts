@@ -1,5 +1,6 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+const TEST_ENGINE = { timeZone: 'UTC', pin: { pepper: 'unused-in-these-tests', maxFailures: 5, lockSeconds: 900 } };
 import { randomUUID } from 'node:crypto';
 import { applyBatch, LedgerEngine } from '../src/ledger/engine.js';
 import { withTransaction } from '../src/db/transaction.js';
@@ -32,7 +33,7 @@ describe('the ledger schema refuses what would break the books', () => {
     await assert.rejects(t.db.query(`TRUNCATE entries CASCADE`), /immutable/);
   });
 
-  it('refuses at commit a ledger transaction whose entries do not sum to zero', async () => {
+  it('refuses a ledger transaction whose entries do not sum to zero', async () => {
     const id = randomUUID();
     await assert.rejects(
       withTransaction(t.db, async (tx) => {
@@ -46,6 +47,18 @@ describe('the ledger schema refuses what would break the books', () => {
     );
     const { rowCount } = await t.db.query(`SELECT 1 FROM ledger_transactions WHERE id = $1`, [id]);
     assert.equal(rowCount, 0);
+  });
+
+  it('refuses legs of one transaction split across statements, even if they would balance', async () => {
+    const id = randomUUID();
+    await assert.rejects(
+      withTransaction(t.db, async (tx) => {
+        await tx.query(`INSERT INTO ledger_transactions (id, type) VALUES ($1, 'adjustment')`, [id]);
+        await tx.query(`INSERT INTO entries (transaction_id, account_id, amount, balance_after, type) VALUES ($1, $2, 100, 0, 'adjustment')`, [id, customer]);
+        await tx.query(`INSERT INTO entries (transaction_id, account_id, amount, balance_after, type) VALUES ($1, $2, -100, 0, 'adjustment')`, [id, clearing]);
+      }),
+      /does not balance/,
+    );
   });
 
   it('refuses a one-legged ledger transaction', async () => {
@@ -72,7 +85,7 @@ describe('the ledger schema refuses what would break the books', () => {
       ],
     });
     const results = await withTransaction(t.db, (tx) =>
-      applyBatch(tx, [cmd(customer, other, 600), cmd(customer, other, 600), cmd(other, customer, 100), cmd(customer, other, 500)], { timeZone: 'UTC' }),
+      applyBatch(tx, [cmd(customer, other, 600), cmd(customer, other, 600), cmd(other, customer, 100), cmd(customer, other, 500)], TEST_ENGINE),
     );
     const outcomes = results.map((r) => (r.kind === 'applied' ? (r.outcome.ok ? 'ok' : r.outcome.code) : r.kind));
     // 1000 - 600 = 400; 600 more is refused; +100 = 500; 500 more leaves exactly 0.
@@ -80,11 +93,11 @@ describe('the ledger schema refuses what would break the books', () => {
     const balance = (await t.db.query<{ balance: number }>(`SELECT balance FROM accounts WHERE id = $1`, [customer])).rows[0]!.balance;
     assert.equal(balance, 0);
     // Put the money back for the tests below.
-    await withTransaction(t.db, (tx) => applyBatch(tx, [cmd(other, customer, 1_000)], { timeZone: 'UTC' }));
+    await withTransaction(t.db, (tx) => applyBatch(tx, [cmd(other, customer, 1_000)], TEST_ENGINE));
   });
 
   it('isolates a command that breaks the whole batch: the others still post', async () => {
-    const engine = new LedgerEngine(t.db, { timeZone: 'UTC' });
+    const engine = new LedgerEngine(t.db, TEST_ENGINE);
     const good = (amount: number): PostingCommand => ({
       type: 'transfer',
       legs: [
@@ -102,7 +115,7 @@ describe('the ledger schema refuses what would break the books', () => {
   });
 
   it('refuses malformed commands before touching the database', async () => {
-    const engine = new LedgerEngine(t.db, { timeZone: 'UTC' });
+    const engine = new LedgerEngine(t.db, TEST_ENGINE);
     const bad: PostingCommand[] = [
       { type: 'transfer', legs: [{ accountId: customer, amount: -5 }, { accountId: other, amount: 4 }] },
       { type: 'transfer', legs: [{ accountId: customer, amount: 0 }, { accountId: other, amount: 0 }] },
@@ -114,7 +127,7 @@ describe('the ledger schema refuses what would break the books', () => {
   });
 
   it('groups concurrent commands into shared database transactions', async () => {
-    const engine = new LedgerEngine(t.db, { timeZone: 'UTC' });
+    const engine = new LedgerEngine(t.db, TEST_ENGINE);
     let transactions = 0;
     const original = t.db.connect.bind(t.db);
     // Count how many connections the engine checks out: one per database transaction.

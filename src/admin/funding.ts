@@ -3,10 +3,12 @@ import { withTransaction } from '../db/transaction.js';
 import { DomainError } from '../errors.js';
 import type { LedgerEngine } from '../ledger/engine.js';
 import type { SystemAccounts, SystemAccountCode } from '../ledger/accounts.js';
-import type { Effect, PostingOutcome } from '../ledger/types.js';
+import type { PostingOutcome } from '../ledger/types.js';
+import { auditRow, writeAudit } from './audit.js';
 import type { IdempotencyClaim, IdempotentResponse, StoredResponse } from '../idempotency/store.js';
 import { isUuid } from '../ids.js';
-import { rejection, type WalletService } from '../wallets/service.js';
+import { answerOf, rejection, type WalletService } from '../wallets/service.js';
+import type { CampaignIndex } from '../merchants/cashback.js';
 
 const SYSTEM_CODES: SystemAccountCode[] = ['gateway_clearing', 'bank_payouts', 'fees', 'cashback_pool', 'adjustments'];
 
@@ -33,11 +35,6 @@ export interface CampaignView {
   created_at: string;
 }
 
-const audit = (actorId: string, action: string, subject: string, detail: Record<string, unknown>): Effect => ({
-  text: `INSERT INTO audit_log (actor_id, action, subject, detail) VALUES ($1, $2, $3, $4)`,
-  values: [actorId, action, subject, detail],
-});
-
 /**
  * What admins may do to money: fund the cashback pool, post a correcting adjustment, run
  * cashback campaigns. Every movement is a balanced ledger transaction through the engine
@@ -49,6 +46,7 @@ export class FundingService {
     private readonly engine: LedgerEngine,
     private readonly wallets: WalletService,
     private readonly systemAccounts: SystemAccounts,
+    private readonly campaignIndex: CampaignIndex,
   ) {}
 
   /** `system:<code>` names a system account; anything else is a wallet handle or id. */
@@ -105,12 +103,11 @@ export class FundingService {
       // A correction must be possible on a frozen wallet too: that is often why it is frozen.
       ignoreFrozen: true,
       effects: (outcome) => [
-        audit(actorId, action, `transaction:${outcome.transactionId}`, { from: from.label, to: to.label, amount: input.amount, reason: input.reason }),
+        auditRow(actorId, action, `transaction:${outcome.transactionId}`, { from: from.label, to: to.label, amount: input.amount, reason: input.reason }),
       ],
       idempotency: { ...claim, render },
     });
-    if (result.kind === 'key_reused') throw new DomainError('idempotency_key_reused');
-    return { ...result.response!, replayed: result.kind === 'replayed' };
+    return answerOf(result);
   }
 
   async createCampaign(actorId: string, input: CampaignInput): Promise<CampaignView> {
@@ -128,10 +125,10 @@ export class FundingService {
         [input.name, input.percentBps, input.capPerPayment, input.budget, merchantWalletId, input.startsAt, input.endsAt, actorId],
       );
       const created = rows[0]!.id;
-      const entry = audit(actorId, 'cashback_campaign.create', `campaign:${created}`, { name: input.name, budget: input.budget, percent_bps: input.percentBps });
-      await tx.query(entry.text, entry.values);
+      await writeAudit(tx, auditRow(actorId, 'cashback_campaign.create', `campaign:${created}`, { name: input.name, budget: input.budget, percent_bps: input.percentBps }));
       return created;
     });
+    this.campaignIndex.invalidate();
     return this.campaign(id);
   }
 

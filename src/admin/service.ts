@@ -3,6 +3,7 @@ import type { Db } from '../db/pool.js';
 import { withTransaction } from '../db/transaction.js';
 import { DomainError } from '../errors.js';
 import { reconcile, type Reconciliation } from '../ledger/reconcile.js';
+import { auditRow, writeAudit } from './audit.js';
 import type { Metrics } from '../metrics.js';
 
 
@@ -36,12 +37,7 @@ export class AdminService {
       );
       const row = rows[0];
       if (!row) throw new DomainError('wallet_not_found');
-      await tx.query(`INSERT INTO audit_log (actor_id, action, subject, detail) VALUES ($1, $2, $3, $4)`, [
-        actorId,
-        status === 'frozen' ? 'wallet.freeze' : 'wallet.unfreeze',
-        `wallet:${walletId}`,
-        { previous_status: row.previous, reason: reason ?? null },
-      ]);
+      await writeAudit(tx, auditRow(actorId, status === 'frozen' ? 'wallet.freeze' : 'wallet.unfreeze', `wallet:${walletId}`, { previous_status: row.previous, reason: reason ?? null }));
       return { id: row.id, handle: row.handle, status };
     });
   }

@@ -6,12 +6,11 @@ import { DomainError } from '../errors.js';
 import type { LedgerEngine } from '../ledger/engine.js';
 import type { SystemAccounts } from '../ledger/accounts.js';
 import type { PostingOutcome } from '../ledger/types.js';
-import { verifyPin, type PinPolicy } from '../auth/pin.js';
 import type { Principal } from '../auth/service.js';
 import type { IdempotencyClaim, IdempotentResponse } from '../idempotency/store.js';
 import { runIdempotent } from '../idempotency/run.js';
 import { isUuid } from '../ids.js';
-import { ownWallet, rejection, type WalletService } from '../wallets/service.js';
+import { ownWallet, refusal, type WalletService } from '../wallets/service.js';
 import type { BankAccounts } from './bank-accounts.js';
 import { BankError, type BankClient, type PayoutStatus } from './bank-client.js';
 
@@ -37,7 +36,6 @@ export interface BankEvent {
 export type BankEventOutcome = 'posted' | 'released' | 'already_processed' | 'flagged';
 
 export interface WithdrawalOptions {
-  pin: PinPolicy;
   timeoutSeconds: number;
   /** Submit the payout right after the hold commits; recovery submits it otherwise. */
   submitImmediately: boolean;
@@ -99,7 +97,6 @@ export class WithdrawalService {
     const wallet = ownWallet(principal);
     this.wallets.assertAmountAllowed(input.amount);
     await this.bankAccounts.own(principal.userId, input.bankAccountId);
-    await verifyPin(this.db, principal.userId, input.pin, this.options.pin);
     const id = randomUUID();
     const response = await runIdempotent(this.db, claim, async (tx) => {
       const [held] = await this.engine.apply(tx, [
@@ -107,11 +104,12 @@ export class WithdrawalService {
           type: 'withdrawal',
           legs: [],
           hold: { id, accountId: wallet.accountId, amount: input.amount, action: 'place' },
+          pin: { userId: principal.userId, value: input.pin },
           dailyLimit: this.wallets.dailyLimit(wallet.accountId, input.amount),
         },
       ]);
       const outcome = (held as { outcome: PostingOutcome }).outcome;
-      if (!outcome.ok) return rejection(outcome.code);
+      if (!outcome.ok) return refusal(outcome.code);
       await tx.query(
         `INSERT INTO withdrawals (id, wallet_id, bank_account_id, hold_id, amount, currency)
          SELECT $1, w.id, $3, $1, $4, w.currency FROM wallets w WHERE w.id = $2`,

@@ -22,10 +22,10 @@ export function claimFor(request: FastifyRequest, fingerprint: unknown): Idempot
 }
 
 /**
- * The idempotency protocol of a money-moving route. A finished key is answered from the
- * store before anything else runs (no second PIN check, no second payment attempt); a key
- * that is running in this process gets 409; otherwise `work` runs, and stores its answer
- * under the key in the same database transaction as its effect.
+ * The idempotency protocol of a money-moving route. A key that is running in this process
+ * gets 409; otherwise `work` runs. Every `work` looks the key up in the same database
+ * transaction (or batch) that does the work, answers a finished key from the store before
+ * checking anything else (no second PIN check), and stores its own answer with its effect.
  */
 export class IdempotentResponder {
   // Requests running right now in this process, by principal and key.
@@ -34,10 +34,12 @@ export class IdempotentResponder {
   constructor(private readonly db: Db) {}
 
   async respond(reply: FastifyReply, claim: IdempotencyClaim, work: () => Promise<IdempotentResponse>): Promise<FastifyReply> {
-    const stored = await replayIfKnown(this.db, claim);
-    if (stored) return send(reply, stored);
     const id = `${claim.principal}\u0000${claim.key}`;
     if (this.inFlight.has(id)) {
+      // Only a collision pays for a look-up: a retry racing another retry of a request that
+      // has finished gets its answer; one racing the request itself gets 409.
+      const stored = await replayIfKnown(this.db, claim);
+      if (stored) return send(reply, stored);
       throw new DomainError('idempotency_key_in_use', 'A request with this Idempotency-Key is still being processed; retry shortly');
     }
     this.inFlight.add(id);

@@ -21,28 +21,29 @@ export function fromStored(stored: { requestHash: Buffer; statusCode: number; bo
   return { statusCode: stored.statusCode, body: stored.body, replayed: true };
 }
 
-/** Cheap check before any work: a retry of a finished request is answered from the store. */
+/** Answers a finished key from the store, or undefined when there is none. */
 export async function replayIfKnown(db: Db, claim: IdempotencyClaim): Promise<IdempotentResponse | undefined> {
   return fromStored(lookup(await findKeys(db, [claim]), claim), claim);
 }
 
 /**
  * Runs `work` and stores its response under the key in one database transaction, for
- * requests that change state without going through the posting engine (which does the
- * same, set-wise, for a whole batch).
+ * requests that lock rows of their own before the ledger (which does the same, set-wise,
+ * for a whole batch). A finished key is answered before `work` runs at all.
  */
 export async function runIdempotent(
   db: Db,
   claim: IdempotencyClaim,
-  work: (tx: Tx) => Promise<StoredResponse>,
+  work: (tx: Tx) => Promise<StoredResponse & { store?: false }>,
 ): Promise<IdempotentResponse> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await withTransaction(db, async (tx) => {
         const replay = fromStored(lookup(await findKeys(tx, [claim]), claim), claim);
         if (replay) return replay;
-        const response = await work(tx);
-        await storeKeys(tx, [{ ...claim, ...response }]);
+        const { store, ...response } = await work(tx);
+        // `store: false` (a wrong PIN) commits what the work did, but is no answer to keep.
+        if (store !== false) await storeKeys(tx, [{ ...claim, ...response }]);
         return { ...response, replayed: false };
       });
     } catch (error) {

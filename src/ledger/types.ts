@@ -24,7 +24,13 @@ export interface PostedEntry extends Leg {
   availableAfter: number;
 }
 
-export type RejectionCode = 'insufficient_funds' | 'wallet_frozen' | 'currency_mismatch' | 'limit_exceeded';
+export type RejectionCode = 'insufficient_funds' | 'wallet_frozen' | 'currency_mismatch' | 'limit_exceeded' | 'invalid_pin' | 'pin_locked';
+
+/**
+ * A wrong or locked PIN is not an answer to the request: it is not stored under the
+ * idempotency key, so the same key can be retried with the right PIN.
+ */
+export const PIN_REJECTIONS: ReadonlySet<RejectionCode> = new Set(['invalid_pin', 'pin_locked']);
 
 /** A change to a hold, applied under the same account lock as the money it reserves. */
 export interface HoldChange {
@@ -35,10 +41,10 @@ export interface HoldChange {
   action: 'place' | 'post' | 'release';
 }
 
-/** A statement to run in the same database transaction when the command succeeds. */
+/** A row that belongs with a movement, inserted in the same database transaction when the command succeeds. */
 export interface Effect {
-  text: string;
-  values: unknown[];
+  table: 'merchant_payments' | 'audit_log';
+  row: Record<string, unknown>;
 }
 
 export interface PostedOutcome {
@@ -64,6 +70,8 @@ export interface PostingCommand {
   /** Frozen wallets neither send nor receive, unless the command must land regardless. */
   ignoreFrozen?: boolean;
   hold?: HoldChange;
+  /** The PIN that authorizes the command, checked in the batch, in order, with the lockout. */
+  pin?: { userId: string; value: string };
   /** Counts the debit against the account's outgoing limit for the local day. */
   dailyLimit?: { accountId: number; amount: number; limit: number };
   /**

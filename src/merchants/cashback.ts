@@ -26,16 +26,45 @@ export async function lockBestCampaign(tx: Queryable, merchantWalletId: string):
   return r && { id: r.id, percentBps: r.percent_bps, capPerPayment: r.cap_per_payment, remaining: r.remaining };
 }
 
-/** Whether any campaign could apply, without locking: most payments have none and skip the lock. */
-export async function anyCampaignRunning(db: Queryable, merchantWalletId: string): Promise<boolean> {
-  const { rowCount } = await db.query(
-    `SELECT 1 FROM cashback_campaigns
-      WHERE now() >= starts_at AND now() < ends_at AND spent < budget
-        AND (merchant_wallet_id IS NULL OR merchant_wallet_id = $1)
-      LIMIT 1`,
-    [merchantWalletId],
-  );
-  return (rowCount ?? 0) > 0;
+/**
+ * Which merchants a running campaign may apply to, re-read at most once a second (and at
+ * once after a campaign is created here), so that most payments — those no campaign
+ * covers — skip the campaign lock without a query. A campaign that starts, or another
+ * process creates, is seen within a second; the budget itself is only ever spent under
+ * the lock, so staleness can cost a second of cashback, never money.
+ */
+export class CampaignIndex {
+  private loadedAt = 0;
+  private all = false;
+  private merchants = new Set<string>();
+  private loading: Promise<void> | undefined;
+
+  constructor(
+    private readonly db: Queryable,
+    private readonly maxAgeMs = 1_000,
+  ) {}
+
+  invalidate(): void {
+    this.loadedAt = 0;
+  }
+
+  async anyRunning(merchantWalletId: string): Promise<boolean> {
+    if (Date.now() - this.loadedAt > this.maxAgeMs) {
+      this.loading ??= this.load().finally(() => (this.loading = undefined));
+      await this.loading;
+    }
+    return this.all || this.merchants.has(merchantWalletId);
+  }
+
+  private async load(): Promise<void> {
+    const { rows } = await this.db.query<{ merchant_wallet_id: string | null }>(
+      `SELECT DISTINCT merchant_wallet_id FROM cashback_campaigns
+        WHERE now() >= starts_at - interval '2 seconds' AND now() < ends_at AND spent < budget`,
+    );
+    this.all = rows.some((r) => r.merchant_wallet_id === null);
+    this.merchants = new Set(rows.flatMap((r) => (r.merchant_wallet_id ? [r.merchant_wallet_id] : [])));
+    this.loadedAt = Date.now();
+  }
 }
 
 /** Percent of the amount, rounded down, capped per payment and by what is left of the budget. */

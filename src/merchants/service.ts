@@ -5,13 +5,12 @@ import type { LedgerEngine } from '../ledger/engine.js';
 import type { SystemAccounts } from '../ledger/accounts.js';
 import { itemFromOutcome } from '../ledger/history.js';
 import type { Effect, PostedOutcome, PostingCommand, PostingOutcome } from '../ledger/types.js';
-import { verifyPin, type PinPolicy } from '../auth/pin.js';
 import type { Principal } from '../auth/service.js';
 import type { IdempotencyClaim, IdempotentResponse, StoredResponse } from '../idempotency/store.js';
 import { runIdempotent } from '../idempotency/run.js';
 import { isUuid } from '../ids.js';
-import { ownWallet, rejection, type Party, type WalletService } from '../wallets/service.js';
-import { anyCampaignRunning, cashbackFor, cashbackToReverse, lockBestCampaign, type Campaign } from './cashback.js';
+import { answerOf, ownWallet, refusal, rejection, type Party, type WalletService } from '../wallets/service.js';
+import { cashbackFor, cashbackToReverse, lockBestCampaign, type Campaign, type CampaignIndex } from './cashback.js';
 
 export interface PayInput {
   merchant: string;
@@ -21,11 +20,11 @@ export interface PayInput {
 }
 
 export interface MerchantOptions {
-  pin: PinPolicy;
   feeBps: number;
 }
 
-const insertPaymentRecord = (
+/** The record of a payment to a merchant, which refunds lock and count against. */
+const paymentRecord = (
   outcome: PostedOutcome,
   customer: string,
   merchant: string,
@@ -33,10 +32,18 @@ const insertPaymentRecord = (
   fee: number,
   cashback?: { campaignId: string; amount: number; transactionId: string },
 ): Effect => ({
-  text: `INSERT INTO merchant_payments (transaction_id, customer_wallet_id, merchant_wallet_id, amount, fee, order_id,
-                                        campaign_id, cashback, cashback_transaction_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-  values: [outcome.transactionId, customer, merchant, input.amount, fee, input.orderId ?? null, cashback?.campaignId ?? null, cashback?.amount ?? 0, cashback?.transactionId ?? null],
+  table: 'merchant_payments',
+  row: {
+    transaction_id: outcome.transactionId,
+    customer_wallet_id: customer,
+    merchant_wallet_id: merchant,
+    amount: input.amount,
+    fee,
+    order_id: input.orderId ?? null,
+    campaign_id: cashback?.campaignId ?? null,
+    cashback: cashback?.amount ?? 0,
+    cashback_transaction_id: cashback?.transactionId ?? null,
+  },
 });
 
 interface PaymentRecord {
@@ -59,6 +66,7 @@ export class MerchantService {
     private readonly engine: LedgerEngine,
     private readonly wallets: WalletService,
     private readonly systemAccounts: SystemAccounts,
+    private readonly campaigns: CampaignIndex,
     private readonly options: MerchantOptions,
   ) {}
 
@@ -82,7 +90,6 @@ export class MerchantService {
     this.wallets.assertAmountAllowed(input.amount);
     const merchant = await this.findMerchant(input.merchant);
     if (merchant.walletId === customer.id) throw new DomainError('same_wallet', 'A merchant cannot pay itself');
-    await verifyPin(this.db, principal.userId, input.pin, this.options.pin);
 
     const fee = Math.floor((input.amount * this.options.feeBps) / 10_000);
     const legs = [
@@ -95,10 +102,11 @@ export class MerchantService {
       legs,
       note: input.orderId ? `order ${input.orderId}` : null,
       reference: `merchant:${merchant.walletId}`,
+      pin: { userId: principal.userId, value: input.pin },
       dailyLimit: this.wallets.dailyLimit(customer.accountId, input.amount),
     };
-    const respond = (outcome: PostingOutcome, cashback?: { outcome: PostedOutcome; amount: number; campaignId: string }): StoredResponse => {
-      if (!outcome.ok) return rejection(outcome.code);
+    const respond = (outcome: PostingOutcome, cashback?: { outcome: PostedOutcome; amount: number; campaignId: string }): StoredResponse & { store?: false } => {
+      if (!outcome.ok) return refusal(outcome.code);
       const transaction = itemFromOutcome(outcome, customer.accountId, {
         type: 'payment',
         currency: merchant.currency,
@@ -116,14 +124,13 @@ export class MerchantService {
       };
     };
 
-    if (!(await anyCampaignRunning(this.db, merchant.walletId))) {
+    if (!(await this.campaigns.anyRunning(merchant.walletId))) {
       const result = await this.engine.post({
         ...payment,
-        effects: (outcome) => [insertPaymentRecord(outcome, customer.id, merchant.walletId, input, fee)],
+        effects: (outcome) => [paymentRecord(outcome, customer.id, merchant.walletId, input, fee)],
         idempotency: { ...claim, render: (outcome) => respond(outcome) },
       });
-      if (result.kind === 'key_reused') throw new DomainError('idempotency_key_reused');
-      return { ...result.response!, replayed: result.kind === 'replayed' };
+      return answerOf(result);
     }
     return runIdempotent(this.db, claim, async (tx) => {
       const campaign = await lockBestCampaign(tx, merchant.walletId);
@@ -131,8 +138,12 @@ export class MerchantService {
       const outcome = (paid as { outcome: PostingOutcome }).outcome;
       if (!outcome.ok) return respond(outcome);
       const cashback = campaign && (await this.grantCashback(tx, campaign, customer.accountId, input.amount, outcome));
-      const effect = insertPaymentRecord(outcome, customer.id, merchant.walletId, input, fee, cashback && { campaignId: campaign!.id, amount: cashback.amount, transactionId: cashback.outcome.transactionId! });
-      await tx.query(effect.text, effect.values);
+      const record = paymentRecord(outcome, customer.id, merchant.walletId, input, fee, cashback && { campaignId: campaign!.id, amount: cashback.amount, transactionId: cashback.outcome.transactionId! });
+      const columns = Object.keys(record.row);
+      await tx.query(
+        `INSERT INTO merchant_payments (${columns.join(', ')}) VALUES (${columns.map((_, i) => `$${i + 1}`).join(', ')})`,
+        Object.values(record.row),
+      );
       return respond(outcome, cashback && { ...cashback, campaignId: campaign!.id });
     });
   }

@@ -3,8 +3,7 @@ import type { Db } from '../db/pool.js';
 import { DomainError, problem } from '../errors.js';
 import type { LedgerEngine } from '../ledger/engine.js';
 import { itemFromOutcome, readHistory, type HistoryFilter, type HistoryItem } from '../ledger/history.js';
-import type { PostingCommand, PostingOutcome, RejectionCode } from '../ledger/types.js';
-import { verifyPin, type PinPolicy } from '../auth/pin.js';
+import { PIN_REJECTIONS, type PostingCommand, type PostingOutcome, type PostingResult, type RejectionCode } from '../ledger/types.js';
 import type { Principal } from '../auth/service.js';
 import type { IdempotencyClaim, IdempotentResponse, StoredResponse } from '../idempotency/store.js';
 import { decodeCursor, encodeCursor } from './cursor.js';
@@ -42,7 +41,6 @@ export interface TransferInput {
 }
 
 export interface WalletOptions {
-  pin: PinPolicy;
   maxTransactionAmountMinor: number;
   dailyOutgoingLimitMinor: number;
 }
@@ -53,7 +51,11 @@ export function ownWallet(principal: Principal): NonNullable<Principal['wallet']
   return principal.wallet;
 }
 
+const PARTY_CACHE_SIZE = 100_000;
+
 export class WalletService {
+  private readonly parties = new Map<string, Party>();
+
   constructor(
     private readonly db: Db,
     private readonly engine: LedgerEngine,
@@ -91,8 +93,22 @@ export class WalletService {
     }
   }
 
-  /** A wallet by handle (any case) or id, or 404 wallet_not_found. */
+  /**
+   * A wallet by handle (any case) or id, or 404 wallet_not_found. What it returns never
+   * changes once a wallet exists, so answers are cached; a wallet's status is not part of
+   * it (the ledger checks that under its lock).
+   */
   async findParty(to: string): Promise<Party> {
+    const cacheKey = isUuid(to) ? to.toLowerCase() : to.toLowerCase();
+    const cached = this.parties.get(cacheKey);
+    if (cached) return cached;
+    const party = await this.loadParty(to);
+    if (this.parties.size >= PARTY_CACHE_SIZE) this.parties.clear();
+    this.parties.set(cacheKey, party);
+    return party;
+  }
+
+  private async loadParty(to: string): Promise<Party> {
     const byId = isUuid(to);
     const { rows } = await this.db.query<{ id: string; account_id: number; handle: string; name: string | null; currency: string; role: Party['role'] }>(
       `SELECT w.id, w.account_id, w.handle, coalesce(u.business_name, u.name) AS name, w.currency, u.role
@@ -114,7 +130,6 @@ export class WalletService {
     this.assertAmountAllowed(input.amount);
     const recipient = await this.findParty(input.to);
     if (recipient.walletId === sender.id) throw new DomainError('same_wallet', 'You cannot send money to your own wallet');
-    await verifyPin(this.db, principal.userId, input.pin, this.options.pin);
 
     const note = input.note ?? null;
     const render = (outcome: PostingOutcome): StoredResponse => {
@@ -135,11 +150,11 @@ export class WalletService {
       ],
       note,
       reference: `wallet:${sender.id}`,
+      pin: { userId: principal.userId, value: input.pin },
       dailyLimit: this.dailyLimit(sender.accountId, input.amount),
       idempotency: { ...claim, render },
     });
-    if (result.kind === 'key_reused') throw new DomainError('idempotency_key_reused');
-    return { ...result.response!, replayed: result.kind === 'replayed' };
+    return answerOf(result);
   }
 
   async history(principal: Principal, filter: Omit<HistoryFilter, 'beforeEntryId'>, cursor: string | undefined, limit: number): Promise<Page<HistoryItem>> {
@@ -167,7 +182,27 @@ export function rejection(code: RejectionCode): StoredResponse {
     wallet_frozen: 'A wallet in this transaction is frozen',
     currency_mismatch: 'The two wallets hold different currencies',
     limit_exceeded: 'This would exceed the daily outgoing limit of the wallet',
+    invalid_pin: 'The PIN is wrong; after 5 wrong PINs in a row PIN-authorized requests are locked for 15 minutes',
+    pin_locked: 'Too many wrong PINs: PIN-authorized requests are locked for a while',
   }[code];
   const body = problem(code, detail);
   return { statusCode: body.status, body };
+}
+
+/**
+ * The answer to a request whose command went through the engine alone: a replay, a
+ * refusal of a reused key, or the response rendered in the batch. A PIN refusal has no
+ * stored response (it is no answer to the key), so it is rendered here.
+ */
+export function answerOf(result: PostingResult): IdempotentResponse {
+  if (result.kind === 'key_reused') throw new DomainError('idempotency_key_reused', 'This Idempotency-Key was used with a different request');
+  if (result.kind === 'replayed') return { ...result.response, replayed: true };
+  if (result.response) return { ...result.response, replayed: false };
+  if (!result.outcome.ok) return { ...rejection(result.outcome.code), replayed: false };
+  throw new Error('a posted command has no response');
+}
+
+/** Inside a caller's own transaction: a PIN refusal commits its failure count but is not kept under the key. */
+export function refusal(code: RejectionCode): StoredResponse & { store?: false } {
+  return PIN_REJECTIONS.has(code) ? { ...rejection(code), store: false } : rejection(code);
 }

@@ -1,0 +1,153 @@
+/**
+ * The load generator, run as its own process so that it does not share an event loop with
+ * the service. Closed loop: `connections` clients each send the next request when the last
+ * answer arrives. Open loop (`rate`): requests are sent at a fixed rate whatever happens,
+ * and latency counts from the moment each was due, so a stall cannot hide (no coordinated
+ * omission). Prints one JSON line with counts and latency percentiles.
+ */
+import { Pool } from 'undici';
+import { readFileSync } from 'node:fs';
+
+export interface LoadSpec {
+  url: string;
+  kind: 'transfer' | 'pay' | 'history';
+  connections: number;
+  durationMs: number;
+  warmupMs: number;
+  /** Requests per second for an open-loop run; absent for closed loop. */
+  rate?: number;
+  /** File with the actors: tokens, handles, pin. */
+  actorsFile: string;
+  /** For pay: the merchant (or hot wallet) handle; for history: cursors to page from. */
+  target?: string;
+  cursors?: string[];
+  pathPrefix?: string;
+}
+
+interface Actors {
+  tokens: string[];
+  handles: string[];
+  pin: string;
+}
+
+export interface LoadResult {
+  requests: number;
+  ok: number;
+  errors: number;
+  statuses: Record<string, number>;
+  durationMs: number;
+  throughput: number;
+  p50: number;
+  p95: number;
+  p99: number;
+  max: number;
+}
+
+function percentile(sorted: Float64Array, p: number): number {
+  if (sorted.length === 0) return 0;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+async function main(): Promise<void> {
+  const spec = JSON.parse(process.argv[2]!) as LoadSpec;
+  const actors = JSON.parse(readFileSync(spec.actorsFile, 'utf8')) as Actors;
+  const pool = new Pool(spec.url, { connections: spec.connections, pipelining: 1, keepAliveTimeout: 60_000 });
+  const n = actors.tokens.length;
+  let counter = 0;
+  const prefix = `${process.pid}-${Date.now()}`;
+
+  const request = () => {
+    const i = Math.floor(Math.random() * n);
+    const token = actors.tokens[i]!;
+    if (spec.kind === 'history') {
+      const cursor = spec.cursors && spec.cursors.length > 0 && Math.random() < 0.5 ? spec.cursors[Math.floor(Math.random() * spec.cursors.length)] : undefined;
+      return pool.request({
+        method: 'GET',
+        path: `/wallet/transactions?limit=20${cursor ? `&cursor=${cursor}` : ''}`,
+        headers: { authorization: `Bearer ${token}` },
+      });
+    }
+    let to: string;
+    if (spec.target) {
+      to = spec.target;
+    } else {
+      let j = Math.floor(Math.random() * (n - 1));
+      if (j >= i) j++;
+      to = actors.handles[j]!;
+    }
+    const body = spec.kind === 'pay' ? { merchant: to, amount: 1, pin: actors.pin } : { to, amount: 1, pin: actors.pin };
+    return pool.request({
+      method: 'POST',
+      path: spec.kind === 'pay' ? `${spec.pathPrefix ?? ''}/wallet/pay` : `${spec.pathPrefix ?? ''}/wallet/transfer`,
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'idempotency-key': `${prefix}-${counter++}` },
+      body: JSON.stringify(body),
+    });
+  };
+
+  const latencies: number[] = [];
+  const statuses: Record<string, number> = {};
+  let measuring = false;
+  let stopped = false;
+  const record = (started: number, status: string) => {
+    if (!measuring) return;
+    latencies.push(performance.now() - started);
+    statuses[status] = (statuses[status] ?? 0) + 1;
+  };
+  const one = async (started: number) => {
+    try {
+      const res = await request();
+      await res.body.dump();
+      record(started, String(res.statusCode));
+    } catch (error) {
+      record(started, `error:${(error as Error).name}`);
+    }
+  };
+
+  const begin = performance.now();
+  setTimeout(() => (measuring = true), spec.warmupMs);
+  const measureStart = begin + spec.warmupMs;
+  const end = measureStart + spec.durationMs;
+  setTimeout(() => (stopped = true), spec.warmupMs + spec.durationMs);
+
+  if (spec.rate) {
+    const interval = 1000 / spec.rate;
+    const inflight = new Set<Promise<void>>();
+    let next = performance.now();
+    while (!stopped) {
+      const now = performance.now();
+      while (next <= now && !stopped) {
+        const due = next;
+        const p = one(due).finally(() => inflight.delete(p));
+        inflight.add(p);
+        next += interval;
+      }
+      await new Promise((r) => setTimeout(r, Math.max(0, Math.min(2, next - performance.now()))));
+    }
+    await Promise.all(inflight);
+  } else {
+    await Promise.all(
+      Array.from({ length: spec.connections }, async () => {
+        while (!stopped) await one(performance.now());
+      }),
+    );
+  }
+  await pool.close();
+  const sorted = Float64Array.from(latencies).sort();
+  const ok = Object.entries(statuses).reduce((s, [k, v]) => (/^2\d\d$/.test(k) ? s + v : s), 0);
+  const durationMs = Math.min(performance.now(), end) - measureStart;
+  const result: LoadResult = {
+    requests: latencies.length,
+    ok,
+    errors: latencies.length - ok,
+    statuses,
+    durationMs: Math.round(durationMs),
+    throughput: Math.round((ok / durationMs) * 1000),
+    p50: +percentile(sorted, 50).toFixed(2),
+    p95: +percentile(sorted, 95).toFixed(2),
+    p99: +percentile(sorted, 99).toFixed(2),
+    max: +percentile(sorted, 100).toFixed(2),
+  };
+  process.stdout.write(JSON.stringify(result) + '\n');
+}
+
+void main();

@@ -1,0 +1,266 @@
+/**
+ * `npm run bench`: the service against the textbook one-transaction-per-request design, on
+ * the same PostgreSQL, in one run. Seeds funded wallets and a wallet with a long history,
+ * starts both servers as their own processes, drives each scenario from a separate load
+ * process, and checks the ledger invariants after every scenario. Writes JSON results and
+ * a throughput-vs-concurrency SVG to bench/results/.
+ *
+ * Settings (environment): DATABASE_URL (a server whose user may create databases; default:
+ * a throwaway embedded PostgreSQL), BENCH_WALLETS (10000), BENCH_HISTORY_ENTRIES (1000000),
+ * BENCH_CONCURRENCY (8,32,128,512), BENCH_DURATION_MS (8000), BENCH_WARMUP_MS (2000).
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { startEmbeddedPostgres, type EmbeddedPostgres } from '../src/db/embedded.js';
+import { createPool, ensureDatabase, type Db } from '../src/db/pool.js';
+import { migrate } from '../src/db/migrate.js';
+import { reconcile } from '../src/ledger/reconcile.js';
+import { seedHistory, seedWallets, PIN } from './seed.js';
+import { sampleUsage, type Usage } from './procs.js';
+import { lineChart } from './plot.js';
+import type { LoadResult, LoadSpec } from './load.js';
+
+const env = process.env;
+const settings = {
+  wallets: Number(env.BENCH_WALLETS ?? 10_000),
+  historyEntries: Number(env.BENCH_HISTORY_ENTRIES ?? 1_000_000),
+  concurrency: (env.BENCH_CONCURRENCY ?? '8,32,128,512').split(',').map(Number),
+  durationMs: Number(env.BENCH_DURATION_MS ?? 8_000),
+  warmupMs: Number(env.BENCH_WARMUP_MS ?? 2_000),
+};
+
+/** Mean batch size and batch duration of the service's posting engine, from its /metrics. */
+async function engineStats(url: string): Promise<{ batches: number; commands: number; seconds: number }> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const value = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? 0);
+  return { batches: value('ledger_batch_size_count'), commands: value('ledger_batch_size_sum'), seconds: value('ledger_batch_duration_seconds_sum') };
+}
+
+interface Row extends LoadResult, Usage {
+  mean_batch_size?: number;
+  mean_batch_ms?: number;
+  scenario: string;
+  server: 'service' | 'baseline';
+  connections: number;
+  rate?: number;
+  invariants: 'ok' | string;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const address = s.address();
+      s.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+async function waitReady(url: string, child: ChildProcess): Promise<void> {
+  for (let i = 0; i < 600; i++) {
+    if (child.exitCode !== null) throw new Error(`${url} exited with ${child.exitCode}`);
+    try {
+      if ((await fetch(`${url}/readyz`)).ok) return;
+    } catch {
+      // Not listening yet.
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${url} never became ready`);
+}
+
+function runLoad(spec: LoadSpec): Promise<LoadResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'bench/load.ts', JSON.stringify(spec)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out) as LoadResult) : reject(new Error(`load generator exited ${code}`))));
+  });
+}
+
+/** Cheap checks after every scenario; the full reconciliation runs at the end. */
+async function quickInvariants(db: Db): Promise<string> {
+  const { rows } = await db.query<{ total: number; negative: number; held_off: number }>(
+    `SELECT sum(balance)::bigint AS total,
+            count(*) FILTER (WHERE kind = 'customer' AND (balance < 0 OR balance - held < 0))::bigint AS negative,
+            0::bigint AS held_off
+       FROM accounts`,
+  );
+  const r = rows[0]!;
+  if (r.total !== 0) return `sum of balances is ${r.total}`;
+  if (r.negative !== 0) return `${r.negative} customer balances below zero`;
+  return 'ok';
+}
+
+async function main(): Promise<number> {
+  console.log(`bench: ${cpus().length} cores, ${Math.round(totalmem() / 2 ** 30)} GiB; settings ${JSON.stringify(settings)}`);
+  const build = spawnSync('npm', ['run', '-s', 'build'], { stdio: 'inherit' });
+  if (build.status !== 0) return 1;
+
+  let embedded: EmbeddedPostgres | undefined;
+  let dataDir: string | undefined;
+  let serverUrl = env.DATABASE_URL;
+  if (!serverUrl) {
+    dataDir = mkdtempSync(join(tmpdir(), 'wallet-bench-'));
+    embedded = await startEmbeddedPostgres({ dataDir, port: await freePort(), log: () => undefined });
+    serverUrl = embedded.url;
+  }
+  const children: ChildProcess[] = [];
+  try {
+    const databaseUrl = await ensureDatabase(serverUrl, `wallet_bench_${Date.now()}`);
+    const db = createPool(databaseUrl, 4);
+    await migrate(db);
+    const secrets = {
+      JWT_SECRET: randomBytes(32).toString('hex'),
+      PIN_PEPPER: randomBytes(32).toString('hex'),
+      GATEWAY_WEBHOOK_SECRET: randomBytes(32).toString('hex'),
+      BANK_WEBHOOK_SECRET: randomBytes(32).toString('hex'),
+    };
+    const keys = { jwtSecret: secrets.JWT_SECRET, pinPepper: secrets.PIN_PEPPER };
+
+    let t0 = Date.now();
+    const seeded = await seedWallets(db, settings.wallets, 100_000_000, keys);
+    console.log(`seeded ${settings.wallets} funded wallets in ${Date.now() - t0} ms`);
+    t0 = Date.now();
+    const history = await seedHistory(db, settings.historyEntries, keys);
+    console.log(`seeded a wallet with ${settings.historyEntries} transfers in ${Date.now() - t0} ms`);
+    const work = mkdtempSync(join(tmpdir(), 'wallet-bench-actors-'));
+    const actorsFile = join(work, 'actors.json');
+    writeFileSync(actorsFile, JSON.stringify({ tokens: seeded.tokens, handles: seeded.handles, pin: PIN }));
+    const historyActors = join(work, 'history.json');
+    writeFileSync(historyActors, JSON.stringify({ tokens: [history.token], handles: [], pin: PIN }));
+
+    const servicePort = await freePort();
+    const service = spawn(process.execPath, ['dist/src/main.js'], {
+      stdio: ['ignore', 'ignore', 'inherit'],
+      env: {
+        ...env,
+        ...secrets,
+        NODE_ENV: 'production',
+        DATABASE_URL: databaseUrl,
+        PORT: String(servicePort),
+        HOST: '127.0.0.1',
+        LOG_LEVEL: 'warn',
+        RECOVERY_INTERVAL_SECONDS: '0',
+        DAILY_OUTGOING_LIMIT_MINOR: '1000000000000',
+      },
+    });
+    children.push(service);
+    const baselinePort = await freePort();
+    const baseline = spawn(process.execPath, ['--import', 'tsx', 'bench/baseline-server.ts', JSON.stringify({ databaseUrl, port: baselinePort, jwtSecret: keys.jwtSecret })], {
+      stdio: ['ignore', 'ignore', 'inherit'],
+    });
+    children.push(baseline);
+    const serviceUrl = `http://127.0.0.1:${servicePort}`;
+    const baselineUrl = `http://127.0.0.1:${baselinePort}`;
+    await waitReady(serviceUrl, service);
+    await waitReady(baselineUrl, baseline);
+
+    const rows: Row[] = [];
+    const scenario = async (name: string, server: 'service' | 'baseline', spec: Omit<LoadSpec, 'durationMs' | 'warmupMs'>) => {
+      const pid = (server === 'service' ? service : baseline).pid!;
+      const before = server === 'service' ? await engineStats(serviceUrl) : undefined;
+      const usage = sampleUsage(pid);
+      const result = await runLoad({ ...spec, durationMs: settings.durationMs, warmupMs: settings.warmupMs });
+      const used = usage.stop();
+      const after = server === 'service' ? await engineStats(serviceUrl) : undefined;
+      const batches = before && after ? after.batches - before.batches : 0;
+      const engine =
+        before && after && batches > 0
+          ? { mean_batch_size: +((after.commands - before.commands) / batches).toFixed(1), mean_batch_ms: +(((after.seconds - before.seconds) / batches) * 1000).toFixed(2) }
+          : {};
+      const invariants = await quickInvariants(db);
+      const row: Row = { scenario: name, server, connections: spec.connections, rate: spec.rate, ...result, ...used, ...engine, invariants };
+      rows.push(row);
+      console.log(
+        `${name.padEnd(22)} ${server.padEnd(8)} c=${String(spec.connections).padStart(3)}${spec.rate ? ` rate=${spec.rate}` : ''}  ` +
+          `${String(result.throughput).padStart(6)}/s  p50 ${result.p50}ms p95 ${result.p95}ms p99 ${result.p99}ms  ` +
+          `errors ${result.errors}  cpu svc ${used.serviceCpu} pg ${used.postgresCpu}  rss ${used.servicePeakRssMb}MB` +
+          `${engine.mean_batch_size ? `  batch ${engine.mean_batch_size} cmds/${engine.mean_batch_ms}ms` : ''}  invariants ${invariants}`,
+      );
+      if (result.errors > 0) console.log(`  statuses: ${JSON.stringify(result.statuses)}`);
+      return result;
+    };
+
+    for (const c of settings.concurrency) {
+      await scenario('p2p uniform', 'service', { url: serviceUrl, kind: 'transfer', connections: c, actorsFile });
+      await scenario('p2p uniform', 'baseline', { url: baselineUrl, kind: 'transfer', connections: c, actorsFile, pathPrefix: '/baseline' });
+      await scenario('hot merchant', 'service', { url: serviceUrl, kind: 'pay', connections: c, actorsFile, target: seeded.merchantHandle });
+      await scenario('hot merchant', 'baseline', { url: baselineUrl, kind: 'pay', connections: c, actorsFile, target: seeded.merchantHandle, pathPrefix: '/baseline' });
+    }
+    const peak = Math.max(...rows.filter((r) => r.server === 'service' && r.scenario === 'p2p uniform').map((r) => r.throughput));
+    const half = Math.max(1, Math.round(peak / 2));
+    await scenario('p2p at half peak', 'service', { url: serviceUrl, kind: 'transfer', connections: Math.max(...settings.concurrency), rate: half, actorsFile });
+    await scenario('history 1M entries', 'service', { url: serviceUrl, kind: 'history', connections: 8, actorsFile: historyActors, cursors: history.cursors });
+
+    t0 = Date.now();
+    const full = await reconcile(db);
+    console.log(`full reconciliation: ${full.ok ? 'ok' : 'FAILED'} (${full.checked_accounts} accounts, ${full.checked_transactions} transactions, ${Date.now() - t0} ms)`);
+    await db.end();
+
+    const best = (scenarioName: string, server: string) =>
+      Math.max(0, ...rows.filter((r) => r.scenario === scenarioName && r.server === server).map((r) => r.throughput));
+    const summary = {
+      uniform_peak: best('p2p uniform', 'service'),
+      uniform_baseline_peak: best('p2p uniform', 'baseline'),
+      uniform_vs_baseline: +(best('p2p uniform', 'service') / Math.max(1, best('p2p uniform', 'baseline'))).toFixed(2),
+      hot_peak: best('hot merchant', 'service'),
+      hot_baseline_peak: best('hot merchant', 'baseline'),
+      hot_vs_baseline: +(best('hot merchant', 'service') / Math.max(1, best('hot merchant', 'baseline'))).toFixed(2),
+      hot_vs_uniform: +(best('hot merchant', 'service') / Math.max(1, best('p2p uniform', 'service'))).toFixed(2),
+      p99_at_half_peak_ms: rows.find((r) => r.scenario === 'p2p at half peak')?.p99,
+      history_p99_ms: rows.find((r) => r.scenario === 'history 1M entries')?.p99,
+      invariant_violations: rows.filter((r) => r.invariants !== 'ok').length + (full.ok ? 0 : full.mismatches.length),
+    };
+    console.log(JSON.stringify(summary, null, 2));
+
+    mkdirSync('bench/results', { recursive: true });
+    const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+    const report = { machine: { cores: cpus().length, memory_gib: Math.round(totalmem() / 2 ** 30), cpu: cpus()[0]?.model }, settings, summary, rows, reconciliation: full };
+    writeFileSync(`bench/results/bench-${stamp}.json`, JSON.stringify(report, null, 2));
+    writeFileSync('bench/results/latest.json', JSON.stringify(report, null, 2));
+    const series = (name: string, scenarioName: string, server: string, color: string) => ({
+      name,
+      color,
+      points: rows.filter((r) => r.scenario === scenarioName && r.server === server && !r.rate).map((r) => ({ x: r.connections, y: r.throughput })),
+    });
+    writeFileSync(
+      'bench/results/throughput.svg',
+      lineChart(
+        'Transfers per second vs concurrent clients',
+        [
+          series('service, uniform P2P', 'p2p uniform', 'service', '#1f77b4'),
+          series('service, hot merchant', 'hot merchant', 'service', '#2ca02c'),
+          series('baseline, uniform P2P', 'p2p uniform', 'baseline', '#ff7f0e'),
+          series('baseline, hot merchant', 'hot merchant', 'baseline', '#d62728'),
+        ],
+        'concurrent HTTP clients',
+        'successful transfers / s',
+      ),
+    );
+    console.log('wrote bench/results/latest.json and bench/results/throughput.svg');
+    if (summary.invariant_violations > 0) {
+      console.error(`LEDGER INVARIANTS VIOLATED: ${summary.invariant_violations}`);
+      return 1;
+    }
+    rmSync(work, { recursive: true, force: true });
+    return 0;
+  } finally {
+    for (const c of children) c.kill('SIGTERM');
+    await new Promise((r) => setTimeout(r, 500));
+    if (embedded) await embedded.stop();
+    if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+main().then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    console.error(error);
+    process.exit(1);
+  },
+);

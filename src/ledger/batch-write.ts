@@ -1,0 +1,140 @@
+import type { Queryable } from '../db/pool.js';
+import type { IdempotencyClaim, StoredResponse } from '../idempotency/store.js';
+import { assert } from './evaluate.js';
+import type { BatchState } from './batch-read.js';
+import type { Effect, PostedOutcome, PostingCommand } from './types.js';
+
+export interface Posted {
+  command: PostingCommand;
+  outcome: PostedOutcome;
+}
+
+// One statement writes a whole batch, set-wise: ledger transactions, entries (in order, so
+// that entry ids follow balance_after), one increment per touched account, holds placed and
+// settled, today's outgoing money, idempotency keys with their responses, and PIN state.
+// Balances are only ever incremented, never overwritten from memory; the RETURNING rows
+// let the caller prove that memory and database agree before it commits.
+const WRITE = `
+WITH lt AS (
+  INSERT INTO ledger_transactions (id, type, note, reference, created_at)
+  SELECT id, type, note, reference, $1 FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[]) AS t(id, type, note, reference)
+), en AS (
+  INSERT INTO entries (transaction_id, account_id, amount, balance_after, type, created_at)
+  SELECT t, a, m, b, y, $1 FROM unnest($6::uuid[], $7::bigint[], $8::bigint[], $9::bigint[], $10::text[]) WITH ORDINALITY AS e(t, a, m, b, y, n)
+   ORDER BY n
+), ac AS (
+  UPDATE accounts a SET balance = a.balance + d.balance, held = a.held + d.held,
+         outgoing_amount = CASE WHEN d.outgoing = 0 THEN a.outgoing_amount
+                                WHEN a.outgoing_day = $22::date THEN a.outgoing_amount + d.outgoing
+                                ELSE d.outgoing END,
+         outgoing_day = CASE WHEN d.outgoing = 0 THEN a.outgoing_day ELSE $22::date END
+    FROM unnest($11::bigint[], $12::bigint[], $13::bigint[], $23::bigint[]) AS d(id, balance, held, outgoing)
+   WHERE a.id = d.id
+  RETURNING a.id, a.balance, a.held, CASE WHEN a.outgoing_day = $22::date THEN a.outgoing_amount ELSE 0 END AS outgoing
+), hi AS (
+  INSERT INTO holds (id, account_id, amount, type, balance_at_hold, created_at)
+  SELECT id, a, m, y, b, $1 FROM unnest($14::uuid[], $15::bigint[], $16::bigint[], $17::text[], $18::bigint[]) AS h(id, a, m, y, b)
+), hu AS (
+  UPDATE holds h SET status = s.status, transaction_id = s.tx, settled_at = $1
+    FROM unnest($19::uuid[], $20::text[], $21::uuid[]) AS s(id, status, tx)
+   WHERE h.id = s.id AND h.status = 'pending'
+  RETURNING h.id
+), ik AS (
+  INSERT INTO idempotency_keys (principal, key, request_hash, status_code, response)
+  SELECT * FROM unnest($24::text[], $25::text[], $26::bytea[], $27::int[], $28::jsonb[])
+), pu AS (
+  UPDATE users u SET pin_failures = p.failures, pin_locked_until = p.locked_until
+    FROM unnest($29::uuid[], $30::int[], $31::timestamptz[]) AS p(id, failures, locked_until)
+   WHERE u.id = p.id
+)
+SELECT (SELECT coalesce(json_agg(ac), '[]') FROM ac) AS accounts, (SELECT count(*) FROM hu)::int AS holds_settled`;
+
+const EFFECT_TABLES = new Set<Effect['table']>(['merchant_payments', 'audit_log']);
+
+export async function writeBatch(
+  tx: Queryable,
+  posted: Posted[],
+  keys: Array<IdempotencyClaim & StoredResponse>,
+  state: BatchState,
+): Promise<void> {
+  const moving = posted.filter((p) => p.outcome.transactionId !== null);
+  const entries = moving.flatMap((p) => p.outcome.entries.map((e) => ({ e, p })));
+  const deltas = new Map<number, { balance: number; held: number; outgoing: number }>();
+  const delta = (id: number) => deltas.get(id) ?? deltas.set(id, { balance: 0, held: 0, outgoing: 0 }).get(id)!;
+  for (const p of posted) {
+    for (const e of p.outcome.entries) delta(e.accountId).balance += e.amount;
+    const hold = p.command.hold;
+    if (hold) delta(hold.accountId).held += hold.action === 'place' ? hold.amount : -hold.amount;
+    const limit = p.command.dailyLimit;
+    if (limit) delta(limit.accountId).outgoing += limit.amount;
+  }
+  const accountIds = [...deltas.keys()].sort((a, b) => a - b);
+  const placed = posted.filter((p) => p.command.hold?.action === 'place');
+  const settled = posted.filter((p) => p.command.hold && p.command.hold.action !== 'place');
+  const pins = [...state.pins.entries()].filter(([, u]) => u.dirty);
+
+  if (posted.length === 0 && keys.length === 0 && pins.length === 0) return;
+  const { rows } = await tx.query<{ accounts: Array<{ id: number; balance: number; held: number; outgoing: number }>; holds_settled: number }>({
+    name: 'ledger-write-v2',
+    text: WRITE,
+    values: [
+      state.now,
+      moving.map((p) => p.outcome.transactionId),
+      moving.map((p) => p.command.type),
+      moving.map((p) => p.command.note ?? null),
+      moving.map((p) => p.command.reference ?? null),
+      entries.map(({ p }) => p.outcome.transactionId),
+      entries.map(({ e }) => e.accountId),
+      entries.map(({ e }) => e.amount),
+      entries.map(({ e }) => e.balanceAfter),
+      entries.map(({ p }) => p.command.type),
+      accountIds,
+      accountIds.map((id) => deltas.get(id)!.balance),
+      accountIds.map((id) => deltas.get(id)!.held),
+      placed.map((p) => p.command.hold!.id),
+      placed.map((p) => p.command.hold!.accountId),
+      placed.map((p) => p.command.hold!.amount),
+      placed.map((p) => p.command.type),
+      placed.map((p) => p.outcome.hold!.balance),
+      settled.map((p) => p.command.hold!.id),
+      settled.map((p) => (p.command.hold!.action === 'post' ? 'posted' : 'released')),
+      settled.map((p) => p.outcome.transactionId),
+      state.today,
+      accountIds.map((id) => deltas.get(id)!.outgoing),
+      keys.map((k) => k.principal),
+      keys.map((k) => k.key),
+      keys.map((k) => k.requestHash),
+      keys.map((k) => k.statusCode),
+      keys.map((k) => JSON.stringify(k.body)),
+      pins.map(([id]) => id),
+      pins.map(([, u]) => u.failures),
+      pins.map(([, u]) => u.lockedUntil),
+    ],
+  });
+  const written = rows[0]!;
+  assert(written.accounts.length === accountIds.length, 'every touched account was updated');
+  for (const r of written.accounts) {
+    const expected = state.accounts.get(r.id)!;
+    assert(r.balance === expected.balance && r.held === expected.held, `account ${r.id} agrees with its entries and holds`);
+    assert(r.outgoing === (state.outgoing.get(r.id) ?? 0), `account ${r.id} agrees on today's outgoing money`);
+  }
+  assert(written.holds_settled === settled.length, 'every settled hold was pending');
+  await writeEffects(tx, posted);
+}
+
+/** Rows that belong with the movements, one INSERT per table per batch. */
+async function writeEffects(tx: Queryable, posted: Posted[]): Promise<void> {
+  const byTable = new Map<Effect['table'], Array<Record<string, unknown>>>();
+  for (const p of posted) {
+    for (const effect of p.command.effects?.(p.outcome) ?? []) {
+      assert(EFFECT_TABLES.has(effect.table), `effects may write ${effect.table}`);
+      byTable.set(effect.table, [...(byTable.get(effect.table) ?? []), effect.row]);
+    }
+  }
+  for (const [table, rows] of byTable) {
+    const columns = [...new Set(rows.flatMap((r) => Object.keys(r)))];
+    assert(columns.every((c) => /^[a-z_]+$/.test(c)), 'effect columns are plain names');
+    const list = columns.join(', ');
+    await tx.query(`INSERT INTO ${table} (${list}) SELECT ${list} FROM json_populate_recordset(NULL::${table}, $1)`, [JSON.stringify(rows)]);
+  }
+}
