@@ -12,6 +12,7 @@ import { DomainError, problem } from './errors.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { AuthService } from './auth/service.js';
 import { TokenSigner } from './auth/tokens.js';
+import { PinSecrets } from './auth/pin-secrets.js';
 import { LedgerEngine } from './ledger/engine.js';
 import { SystemAccounts } from './ledger/accounts.js';
 import { WalletService } from './wallets/service.js';
@@ -96,10 +97,11 @@ export async function buildApp(options: BuildOptions): Promise<{ app: App; ctx: 
     pinPepper: config.pinPepper,
     refreshTokenTtlSeconds: config.refreshTokenTtlSeconds,
     currency: config.currency,
+    sessionCacheMs: config.sessionCacheMs,
   });
   const pin = { pepper: config.pinPepper, maxFailures: config.pinMaxFailures, lockSeconds: config.pinLockSeconds };
   const engine = new LedgerEngine(db, { metrics, timeZone: config.limitTimeZone, pin });
-  const wallets = new WalletService(db, engine, {
+  const wallets = new WalletService(db, engine, new PinSecrets(db), {
     maxTransactionAmountMinor: config.maxTransactionAmountMinor,
     dailyOutgoingLimitMinor: config.dailyOutgoingLimitMinor,
   });

@@ -45,6 +45,7 @@ async function createAdmin(args: string[]): Promise<number> {
       pinPepper: config.pinPepper,
       refreshTokenTtlSeconds: config.refreshTokenTtlSeconds,
       currency: config.currency,
+      sessionCacheMs: 0,
     });
     const { user } = await auth.register({ email: values.email!, password: values.password!, role: 'admin', name: 'Administrator' });
     console.log(JSON.stringify({ created: 'admin', id: user.id, email: user.email }));

@@ -61,6 +61,35 @@ describe('the ledger schema refuses what would break the books', () => {
     );
   });
 
+  it('refuses entries whose ledger transaction or account does not exist', async () => {
+    const ghost = randomUUID();
+    await assert.rejects(
+      t.db.query(
+        `INSERT INTO entries (transaction_id, account_id, amount, balance_after, type) VALUES ($1, $2, 5, 0, 'adjustment'), ($1, $3, -5, 0, 'adjustment')`,
+        [ghost, customer, clearing],
+      ),
+      /does not exist/,
+    );
+    const id = randomUUID();
+    await assert.rejects(
+      withTransaction(t.db, async (tx) => {
+        await tx.query(`INSERT INTO ledger_transactions (id, type) VALUES ($1, 'adjustment')`, [id]);
+        await tx.query(
+          `INSERT INTO entries (transaction_id, account_id, amount, balance_after, type) VALUES ($1, $2, 5, 0, 'adjustment'), ($1, 987654321, -5, 0, 'adjustment')`,
+          [id, customer],
+        );
+      }),
+      /account 987654321, which does not exist/,
+    );
+  });
+
+  it('ledger transactions and accounts are permanent', async () => {
+    await assert.rejects(t.db.query(`UPDATE ledger_transactions SET note = 'rewritten'`), /permanent/);
+    await assert.rejects(t.db.query(`DELETE FROM ledger_transactions`), /permanent/);
+    await assert.rejects(t.db.query(`DELETE FROM accounts WHERE id = $1`, [other]), /permanent/);
+    await assert.rejects(t.db.query(`UPDATE accounts SET id = id + 1000000 WHERE id = $1`, [other]), /permanent/);
+  });
+
   it('refuses a one-legged ledger transaction', async () => {
     const id = randomUUID();
     await assert.rejects(

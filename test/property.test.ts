@@ -140,7 +140,7 @@ describe('property: random money movements match a simple model', () => {
               assert.equal(res.json().code, 'same_wallet');
             } else if (o.wrongPin) {
               assert.equal(res.json().code, 'invalid_pin');
-              await t.db.query(`UPDATE users SET pin_failures = 0 WHERE id = $1`, [from.id]);
+              await t.db.query(`UPDATE accounts SET pin_failures = 0 WHERE id = (SELECT account_id FROM wallets WHERE user_id = $1)`, [from.id]);
               continue;
             } else if (available(from) < o.amount) {
               assert.equal(res.json().code, 'insufficient_funds');

@@ -155,9 +155,9 @@ describe('POST /wallet/transfer', () => {
     assert.equal(locked.json().code, 'pin_locked');
     assert.deepEqual(await snapshot(t.db), before);
     // After the lock expires the right PIN works again and resets the count.
-    await t.db.query(`UPDATE users SET pin_locked_until = now() - interval '1 second' WHERE id = $1`, [carol.id]);
+    await t.db.query(`UPDATE accounts SET pin_locked_until = now() - interval '1 second' WHERE id = (SELECT account_id FROM wallets WHERE user_id = $1)`, [carol.id]);
     assert.equal((await transfer(t, carol, bala.wallet.handle, 100)).statusCode, 201);
-    const { rows } = await t.db.query(`SELECT pin_failures, pin_locked_until FROM users WHERE id = $1`, [carol.id]);
+    const { rows } = await t.db.query(`SELECT pin_failures, pin_locked_until FROM accounts WHERE id = (SELECT account_id FROM wallets WHERE user_id = $1)`, [carol.id]);
     assert.deepEqual(rows[0], { pin_failures: 0, pin_locked_until: null });
   });
 

@@ -226,7 +226,7 @@ describe('withdrawals, bank settled by hand', () => {
       assert.equal(res.statusCode, status, code);
       assert.equal(res.json().code, code);
     }
-    await t.db.query(`UPDATE users SET pin_failures = 0 WHERE id = $1`, [user.id]);
+    await t.db.query(`UPDATE accounts SET pin_failures = 0 WHERE id = (SELECT account_id FROM wallets WHERE user_id = $1)`, [user.id]);
     const after = await snapshot(t.db);
     assert.equal(after.balances, before.balances);
     assert.equal(after.entries, before.entries);

@@ -52,15 +52,29 @@ export interface AuthOptions {
   pinPepper: string;
   refreshTokenTtlSeconds: number;
   currency: string;
+  /**
+   * How long a checked access token is trusted without asking the database again. A logout
+   * or revocation in this process takes effect at once; in another process within this time.
+   */
+  sessionCacheMs: number;
 }
+
+const SESSION_CACHE_SIZE = 200_000;
 
 const HANDLE_ATTEMPTS = 8;
 
 export class AuthService {
+  private readonly checked = new Map<string, { principal: Principal; until: number }>();
+
   constructor(
     private readonly db: Db,
     private readonly options: AuthOptions,
   ) {}
+
+  /** Forgets every cached token of a session that has just ended. */
+  private forget(sessionId: string): void {
+    for (const [token, entry] of this.checked) if (entry.principal.sessionId === sessionId) this.checked.delete(token);
+  }
 
   async register(input: Registration): Promise<{ user: UserView; wallet: WalletSummary | null }> {
     const email = input.email.trim().toLowerCase();
@@ -144,12 +158,14 @@ export class AuthService {
       );
       const row = rows[0];
       if (row) return this.issue(tx, row.user_id, row.session_id, row.role);
-      await tx.query(
+      const revoked = await tx.query<{ id: string }>(
         `UPDATE sessions SET revoked_at = now(), revoke_reason = 'refresh_token_reuse'
           WHERE revoked_at IS NULL
-            AND id = (SELECT session_id FROM refresh_tokens WHERE token_hash = $1 AND used_at IS NOT NULL)`,
+            AND id = (SELECT session_id FROM refresh_tokens WHERE token_hash = $1 AND used_at IS NOT NULL)
+          RETURNING id`,
         [hash],
       );
+      for (const r of revoked.rows) this.forget(r.id);
       return undefined;
     });
     if (!result) throw new DomainError('invalid_refresh_token', 'The refresh token is expired, revoked or already used');
@@ -157,6 +173,7 @@ export class AuthService {
   }
 
   async logout(sessionId: string): Promise<void> {
+    this.forget(sessionId);
     await this.db.query(
       `UPDATE sessions SET revoked_at = now(), revoke_reason = 'logout' WHERE id = $1 AND revoked_at IS NULL`,
       [sessionId],
@@ -165,6 +182,18 @@ export class AuthService {
 
   /** Resolves a bearer token to a principal; throws for anything but a live session. */
   async authenticate(token: string): Promise<Principal> {
+    const now = Date.now();
+    const cached = this.checked.get(token);
+    if (cached && cached.until > now) return cached.principal;
+    const principal = await this.check(token);
+    if (this.options.sessionCacheMs > 0) {
+      if (this.checked.size >= SESSION_CACHE_SIZE) this.checked.clear();
+      this.checked.set(token, { principal, until: now + this.options.sessionCacheMs });
+    }
+    return principal;
+  }
+
+  private async check(token: string): Promise<Principal> {
     const claims = await this.options.signer.verify(token);
     if (!claims) throw new DomainError('invalid_token', 'The access token is invalid or expired');
     const { rows } = await this.db.query<{

@@ -10,6 +10,8 @@ export interface LockedAccount {
   balance: number;
   held: number;
   walletStatus: 'active' | 'frozen' | null;
+  /** PIN attempts of the wallet's owner, counted on the account row under the same lock. */
+  pin: PinState;
 }
 
 export interface LockedHold {
@@ -20,8 +22,6 @@ export interface LockedHold {
 }
 
 export interface PinState {
-  salt: Buffer;
-  hash: Buffer;
   failures: number;
   /** A lock in force now. */
   locked: boolean;
@@ -38,7 +38,6 @@ export interface BatchState {
   holds: Map<string, LockedHold>;
   /** Outgoing money per account for the local day, for daily limits. */
   outgoing: Map<number, number>;
-  pins: Map<string, PinState>;
   /** Stored idempotency keys, by `principal NUL key`; commands of this batch are added as they are decided. */
   keys: Map<string, StoredKey>;
   now: Date;
@@ -47,12 +46,12 @@ export interface BatchState {
 
 export const keyOf = (principal: string, key: string) => `${principal}\u0000${key}`;
 
-// One statement reads and locks everything a batch needs: the accounts with today's outgoing
-// money (in id order), the users whose PIN is checked (in id order, after the accounts: every
-// batch takes its locks in this same order), stored idempotency keys and holds to settle.
+// One statement reads and locks everything a batch needs: the accounts, in id order, with
+// today's outgoing money and their owners' PIN attempt counters; stored idempotency keys; and
+// holds to settle.
 //
-// Locked rows are returned as they are once the lock is granted, so balances, holds amounts
-// and PIN counters are exact. The other reads see the database as of the statement's start,
+// Locked rows are returned as they are once the lock is granted, so balances, held amounts,
+// daily counters and PIN counters are exact. The other reads see the database as of the statement's start,
 // which may be before a batch we waited for committed: that is safe for idempotency keys
 // (a key we miss fails our insert, and the batch is retried) and for holds (every settlement
 // first locks its withdrawal row, so no two can race), and it is why the daily counter lives
@@ -60,34 +59,38 @@ export const keyOf = (principal: string, key: string) => `${principal}\u0000${ke
 const READ = `
 WITH acc AS (
   SELECT a.id, a.kind, a.code, a.currency, a.balance, a.held, w.status AS wallet_status,
-         CASE WHEN a.outgoing_day = (now() AT TIME ZONE $3)::date THEN a.outgoing_amount ELSE 0 END AS outgoing
+         CASE WHEN a.outgoing_day = (now() AT TIME ZONE $2)::date THEN a.outgoing_amount ELSE 0 END AS outgoing,
+         a.pin_failures, coalesce(a.pin_locked_until > now(), false) AS pin_locked, a.pin_locked_until IS NOT NULL AS pin_had_lock
     FROM accounts a LEFT JOIN wallets w ON w.account_id = a.id
    WHERE a.id = ANY($1::bigint[])
    ORDER BY a.id
      FOR UPDATE OF a
-), usr AS (
-  SELECT id, encode(pin_salt, 'hex') AS salt, encode(pin_hash, 'hex') AS hash, pin_failures AS failures,
-         coalesce(pin_locked_until > now(), false) AS locked, pin_locked_until IS NOT NULL AS had_lock
-    FROM users
-   WHERE id = ANY($2::uuid[])
-   ORDER BY id
-     FOR UPDATE
 )
 SELECT now() AS now,
-       (now() AT TIME ZONE $3)::date::text AS today,
+       (now() AT TIME ZONE $2)::date::text AS today,
        (SELECT coalesce(json_agg(acc), '[]') FROM acc) AS accounts,
-       (SELECT coalesce(json_agg(usr), '[]') FROM usr) AS users,
        (SELECT coalesce(json_agg(k), '[]') FROM (
           SELECT k.principal, k.key, encode(k.request_hash, 'hex') AS hash, k.status_code, k.response
-            FROM idempotency_keys k JOIN unnest($4::text[], $5::text[]) AS c(principal, key) USING (principal, key)) k) AS keys,
+            FROM idempotency_keys k JOIN unnest($3::text[], $4::text[]) AS c(principal, key) USING (principal, key)) k) AS keys,
        (SELECT coalesce(json_agg(h), '[]') FROM (
-          SELECT id, account_id, amount, status FROM holds WHERE id = ANY($6::uuid[])) h) AS holds`;
+          SELECT id, account_id, amount, status FROM holds WHERE id = ANY($5::uuid[])) h) AS holds`;
 
 interface ReadRow {
   now: Date;
   today: string;
-  accounts: Array<{ id: number; kind: LockedAccount['kind']; code: string | null; currency: string; balance: number; held: number; wallet_status: LockedAccount['walletStatus']; outgoing: number }>;
-  users: Array<{ id: string; salt: string | null; hash: string | null; failures: number; locked: boolean; had_lock: boolean }>;
+  accounts: Array<{
+    id: number;
+    kind: LockedAccount['kind'];
+    code: string | null;
+    currency: string;
+    balance: number;
+    held: number;
+    wallet_status: LockedAccount['walletStatus'];
+    outgoing: number;
+    pin_failures: number;
+    pin_locked: boolean;
+    pin_had_lock: boolean;
+  }>;
   keys: Array<{ principal: string; key: string; hash: string; status_code: number; response: unknown }>;
   holds: Array<{ id: string; account_id: number; amount: number; status: LockedHold['status'] }>;
 }
@@ -95,22 +98,19 @@ interface ReadRow {
 /** Reads and locks the state of a batch in one round trip. */
 export async function readState(tx: Queryable, commands: PostingCommand[], timeZone: string): Promise<BatchState> {
   const accountIds = new Set<number>();
-  const userIds = new Set<string>();
   const claims: Array<{ principal: string; key: string }> = [];
   const holdIds: string[] = [];
   for (const c of commands) {
     for (const l of c.legs) accountIds.add(l.accountId);
     if (c.hold) accountIds.add(c.hold.accountId);
     if (c.hold && c.hold.action !== 'place') holdIds.push(c.hold.id);
-    if (c.pin) userIds.add(c.pin.userId);
     if (c.idempotency) claims.push(c.idempotency);
   }
   const { rows } = await tx.query<ReadRow>({
-    name: 'ledger-read-v2',
+    name: 'ledger-read-v3',
     text: READ,
     values: [
       [...accountIds].sort((a, b) => a - b),
-      [...userIds].sort(),
       timeZone,
       claims.map((c) => c.principal),
       claims.map((c) => c.key),
@@ -121,14 +121,20 @@ export async function readState(tx: Queryable, commands: PostingCommand[], timeZ
   return {
     now: r.now,
     today: r.today,
-    accounts: new Map(r.accounts.map((a) => [a.id, { id: a.id, kind: a.kind, code: a.code, currency: a.currency, balance: a.balance, held: a.held, walletStatus: a.wallet_status }])),
-    pins: new Map(
-      r.users
-        .filter((u) => u.salt !== null && u.hash !== null)
-        .map((u) => [
-          u.id,
-          { salt: Buffer.from(u.salt!, 'hex'), hash: Buffer.from(u.hash!, 'hex'), failures: u.failures, locked: u.locked, hadLock: u.had_lock, lockedUntil: null, dirty: false },
-        ]),
+    accounts: new Map(
+      r.accounts.map((a) => [
+        a.id,
+        {
+          id: a.id,
+          kind: a.kind,
+          code: a.code,
+          currency: a.currency,
+          balance: a.balance,
+          held: a.held,
+          walletStatus: a.wallet_status,
+          pin: { failures: a.pin_failures, locked: a.pin_locked, hadLock: a.pin_had_lock, lockedUntil: null, dirty: false },
+        },
+      ]),
     ),
     keys: new Map(r.keys.map((k) => [keyOf(k.principal, k.key), { requestHash: Buffer.from(k.hash, 'hex'), statusCode: k.status_code, body: k.response }])),
     holds: new Map(r.holds.map((h) => [h.id, { id: h.id, accountId: h.account_id, amount: h.amount, status: h.status }])),

@@ -10,8 +10,10 @@ export interface Posted {
 }
 
 // One statement writes a whole batch, set-wise: ledger transactions, entries (in order, so
-// that entry ids follow balance_after), one increment per touched account, holds placed and
-// settled, today's outgoing money, idempotency keys with their responses, and PIN state.
+// that entry ids follow balance_after), one update per touched account (balance and held
+// incremented, today's outgoing money, PIN attempt counter), holds placed and settled, and
+// idempotency keys with their responses (sent as one JSON array: cheaper than an array of
+// jsonb literals, which would be escaped and parsed twice).
 // Balances are only ever incremented, never overwritten from memory; the RETURNING rows
 // let the caller prove that memory and database agree before it commits.
 const WRITE = `
@@ -25,27 +27,28 @@ WITH lt AS (
 ), ac AS (
   UPDATE accounts a SET balance = a.balance + d.balance, held = a.held + d.held,
          outgoing_amount = CASE WHEN d.outgoing = 0 THEN a.outgoing_amount
-                                WHEN a.outgoing_day = $22::date THEN a.outgoing_amount + d.outgoing
+                                WHEN a.outgoing_day = $14::date THEN a.outgoing_amount + d.outgoing
                                 ELSE d.outgoing END,
-         outgoing_day = CASE WHEN d.outgoing = 0 THEN a.outgoing_day ELSE $22::date END
-    FROM unnest($11::bigint[], $12::bigint[], $13::bigint[], $23::bigint[]) AS d(id, balance, held, outgoing)
+         outgoing_day = CASE WHEN d.outgoing = 0 THEN a.outgoing_day ELSE $14::date END,
+         pin_failures = CASE WHEN d.pin_changed THEN d.pin_failures ELSE a.pin_failures END,
+         pin_locked_until = CASE WHEN d.pin_changed THEN d.pin_locked_until ELSE a.pin_locked_until END
+    FROM unnest($11::bigint[], $12::bigint[], $13::bigint[], $15::bigint[], $16::boolean[], $17::int[], $18::timestamptz[])
+         AS d(id, balance, held, outgoing, pin_changed, pin_failures, pin_locked_until)
    WHERE a.id = d.id
-  RETURNING a.id, a.balance, a.held, CASE WHEN a.outgoing_day = $22::date THEN a.outgoing_amount ELSE 0 END AS outgoing
+  RETURNING a.id, a.balance, a.held, CASE WHEN a.outgoing_day = $14::date THEN a.outgoing_amount ELSE 0 END AS outgoing
 ), hi AS (
   INSERT INTO holds (id, account_id, amount, type, balance_at_hold, created_at)
-  SELECT id, a, m, y, b, $1 FROM unnest($14::uuid[], $15::bigint[], $16::bigint[], $17::text[], $18::bigint[]) AS h(id, a, m, y, b)
+  SELECT id, a, m, y, b, $1 FROM unnest($19::uuid[], $20::bigint[], $21::bigint[], $22::text[], $23::bigint[]) AS h(id, a, m, y, b)
 ), hu AS (
   UPDATE holds h SET status = s.status, transaction_id = s.tx, settled_at = $1
-    FROM unnest($19::uuid[], $20::text[], $21::uuid[]) AS s(id, status, tx)
+    FROM unnest($24::uuid[], $25::text[], $26::uuid[]) AS s(id, status, tx)
    WHERE h.id = s.id AND h.status = 'pending'
   RETURNING h.id
 ), ik AS (
   INSERT INTO idempotency_keys (principal, key, request_hash, status_code, response)
-  SELECT * FROM unnest($24::text[], $25::text[], $26::bytea[], $27::int[], $28::jsonb[])
-), pu AS (
-  UPDATE users u SET pin_failures = p.failures, pin_locked_until = p.locked_until
-    FROM unnest($29::uuid[], $30::int[], $31::timestamptz[]) AS p(id, failures, locked_until)
-   WHERE u.id = p.id
+  SELECT k.principal, k.key, k.request_hash, k.status_code, r.response
+    FROM unnest($27::text[], $28::text[], $29::bytea[], $30::int[]) WITH ORDINALITY AS k(principal, key, request_hash, status_code, n)
+    JOIN jsonb_array_elements($31::jsonb) WITH ORDINALITY AS r(response, n) USING (n)
 )
 SELECT (SELECT coalesce(json_agg(ac), '[]') FROM ac) AS accounts, (SELECT count(*) FROM hu)::int AS holds_settled`;
 
@@ -68,14 +71,14 @@ export async function writeBatch(
     const limit = p.command.dailyLimit;
     if (limit) delta(limit.accountId).outgoing += limit.amount;
   }
+  for (const account of state.accounts.values()) if (account.pin.dirty) delta(account.id);
   const accountIds = [...deltas.keys()].sort((a, b) => a - b);
+  const pinOf = (id: number) => state.accounts.get(id)!.pin;
   const placed = posted.filter((p) => p.command.hold?.action === 'place');
   const settled = posted.filter((p) => p.command.hold && p.command.hold.action !== 'place');
-  const pins = [...state.pins.entries()].filter(([, u]) => u.dirty);
-
-  if (posted.length === 0 && keys.length === 0 && pins.length === 0) return;
+  if (accountIds.length === 0 && keys.length === 0) return;
   const { rows } = await tx.query<{ accounts: Array<{ id: number; balance: number; held: number; outgoing: number }>; holds_settled: number }>({
-    name: 'ledger-write-v2',
+    name: 'ledger-write-v3',
     text: WRITE,
     values: [
       state.now,
@@ -91,6 +94,11 @@ export async function writeBatch(
       accountIds,
       accountIds.map((id) => deltas.get(id)!.balance),
       accountIds.map((id) => deltas.get(id)!.held),
+      state.today,
+      accountIds.map((id) => deltas.get(id)!.outgoing),
+      accountIds.map((id) => pinOf(id).dirty),
+      accountIds.map((id) => pinOf(id).failures),
+      accountIds.map((id) => pinOf(id).lockedUntil),
       placed.map((p) => p.command.hold!.id),
       placed.map((p) => p.command.hold!.accountId),
       placed.map((p) => p.command.hold!.amount),
@@ -99,16 +107,11 @@ export async function writeBatch(
       settled.map((p) => p.command.hold!.id),
       settled.map((p) => (p.command.hold!.action === 'post' ? 'posted' : 'released')),
       settled.map((p) => p.outcome.transactionId),
-      state.today,
-      accountIds.map((id) => deltas.get(id)!.outgoing),
       keys.map((k) => k.principal),
       keys.map((k) => k.key),
       keys.map((k) => k.requestHash),
       keys.map((k) => k.statusCode),
-      keys.map((k) => JSON.stringify(k.body)),
-      pins.map(([id]) => id),
-      pins.map(([, u]) => u.failures),
-      pins.map(([, u]) => u.lockedUntil),
+      JSON.stringify(keys.map((k) => k.body)),
     ],
   });
   const written = rows[0]!;

@@ -52,10 +52,11 @@ const reject = (code: RejectionCode, accountId: number): PostingOutcome => ({ ok
 function checkPin(command: PostingCommand, state: BatchState, policy: PinPolicy): RejectionCode | undefined {
   const pin = command.pin;
   if (!pin) return undefined;
-  const user = state.pins.get(pin.userId);
-  assert(user, `user ${pin.userId} has a PIN`);
+  const account = state.accounts.get(pin.accountId);
+  assert(account, `PIN account ${pin.accountId} is locked by the batch`);
+  const user = account.pin;
   if (user.locked) return 'pin_locked';
-  if (timingSafeEqual(hashPin(policy.pepper, user.salt, pin.value), user.hash)) {
+  if (timingSafeEqual(hashPin(policy.pepper, pin.salt, pin.value), pin.hash)) {
     if (user.failures !== 0 || user.hadLock) {
       user.failures = 0;
       user.hadLock = false;
@@ -83,6 +84,7 @@ export function evaluate(command: PostingCommand, state: BatchState, policy: Pin
   const { hold, dailyLimit } = command;
   const touched = [...command.legs.map((l) => l.accountId), ...(hold ? [hold.accountId] : [])];
   for (const id of touched) assert(accounts.has(id), `account ${id} exists`);
+  assert(!command.pin || touched.includes(command.pin.accountId), 'the PIN is counted on an account the command touches');
   const pinRefusal = checkPin(command, state, policy);
   if (pinRefusal) return reject(pinRefusal, touched[0]!);
 

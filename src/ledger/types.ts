@@ -70,8 +70,11 @@ export interface PostingCommand {
   /** Frozen wallets neither send nor receive, unless the command must land regardless. */
   ignoreFrozen?: boolean;
   hold?: HoldChange;
-  /** The PIN that authorizes the command, checked in the batch, in order, with the lockout. */
-  pin?: { userId: string; value: string };
+  /**
+   * The PIN that authorizes the command, checked in the batch, in order, with the lockout.
+   * Attempts are counted on `accountId`, the wallet account the command debits or holds.
+   */
+  pin?: { accountId: number; salt: Buffer; hash: Buffer; value: string };
   /** Counts the debit against the account's outgoing limit for the local day. */
   dailyLimit?: { accountId: number; amount: number; limit: number };
   /**

@@ -87,15 +87,15 @@ export class PaymentService {
   async addMoney(principal: Principal, amount: number, claim: IdempotencyClaim): Promise<IdempotentResponse> {
     const wallet = ownWallet(principal);
     this.wallets.assertAmountAllowed(amount);
-    if (wallet.status === 'frozen') throw new DomainError('wallet_frozen', 'A frozen wallet cannot add money');
     return runIdempotent(this.db, claim, async (tx) => {
       const { rows } = await tx.query<{ id: string; currency: string }>(
         `INSERT INTO payments (wallet_id, amount, currency)
-         SELECT id, $2, currency FROM wallets WHERE id = $1
+         SELECT id, $2, currency FROM wallets WHERE id = $1 AND status = 'active'
          RETURNING id, currency`,
         [wallet.id, amount],
       );
-      const payment = rows[0]!;
+      const payment = rows[0];
+      if (!payment) throw new DomainError('wallet_frozen', 'A frozen wallet cannot add money');
       return {
         statusCode: 201,
         body: {

@@ -5,6 +5,7 @@ import type { LedgerEngine } from '../ledger/engine.js';
 import { itemFromOutcome, readHistory, type HistoryFilter, type HistoryItem } from '../ledger/history.js';
 import { PIN_REJECTIONS, type PostingCommand, type PostingOutcome, type PostingResult, type RejectionCode } from '../ledger/types.js';
 import type { Principal } from '../auth/service.js';
+import type { PinSecrets } from '../auth/pin-secrets.js';
 import type { IdempotencyClaim, IdempotentResponse, StoredResponse } from '../idempotency/store.js';
 import { decodeCursor, encodeCursor } from './cursor.js';
 
@@ -59,6 +60,7 @@ export class WalletService {
   constructor(
     private readonly db: Db,
     private readonly engine: LedgerEngine,
+    private readonly pinSecrets: PinSecrets,
     private readonly options: WalletOptions,
   ) {}
 
@@ -78,6 +80,12 @@ export class WalletService {
       held_balance: r.held,
       status: r.status,
     };
+  }
+
+  /** The PIN of a command the caller authorizes, counted on the caller's wallet account. */
+  async pinFor(principal: Principal, value: string): Promise<NonNullable<PostingCommand['pin']>> {
+    const wallet = ownWallet(principal);
+    return { accountId: wallet.accountId, ...(await this.pinSecrets.get(principal.userId)), value };
   }
 
   /** Customer debits count against the wallet's outgoing limit for the day. */
@@ -150,7 +158,7 @@ export class WalletService {
       ],
       note,
       reference: `wallet:${sender.id}`,
-      pin: { userId: principal.userId, value: input.pin },
+      pin: await this.pinFor(principal, input.pin),
       dailyLimit: this.dailyLimit(sender.accountId, input.amount),
       idempotency: { ...claim, render },
     });
