@@ -49,8 +49,8 @@ BEGIN
 END;
 $$;
 
--- Ledger transactions are as immutable as their entries; accounts are never deleted and
--- never change id.
+-- Ledger transactions are as immutable as their entries; accounts are never deleted (their
+-- ids, GENERATED ALWAYS, cannot be changed either).
 CREATE FUNCTION ledger_rows_are_permanent() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   RAISE EXCEPTION '% of % refused: ledger rows are permanent', TG_OP, TG_TABLE_NAME USING ERRCODE = 'restrict_violation';
@@ -72,7 +72,3 @@ CREATE TRIGGER accounts_no_delete
 CREATE TRIGGER accounts_no_truncate
   BEFORE TRUNCATE ON accounts
   FOR EACH STATEMENT EXECUTE FUNCTION ledger_rows_are_permanent();
-
-CREATE TRIGGER accounts_id_is_permanent
-  BEFORE UPDATE OF id ON accounts
-  FOR EACH ROW WHEN (OLD.id IS DISTINCT FROM NEW.id) EXECUTE FUNCTION ledger_rows_are_permanent();

@@ -87,7 +87,7 @@ describe('the ledger schema refuses what would break the books', () => {
     await assert.rejects(t.db.query(`UPDATE ledger_transactions SET note = 'rewritten'`), /permanent/);
     await assert.rejects(t.db.query(`DELETE FROM ledger_transactions`), /permanent/);
     await assert.rejects(t.db.query(`DELETE FROM accounts WHERE id = $1`, [other]), /permanent/);
-    await assert.rejects(t.db.query(`UPDATE accounts SET id = id + 1000000 WHERE id = $1`, [other]), /permanent/);
+    await assert.rejects(t.db.query(`UPDATE accounts SET id = id + 1000000 WHERE id = $1`, [other]), /can only be updated to DEFAULT/);
   });
 
   it('refuses a one-legged ledger transaction', async () => {
