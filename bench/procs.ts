@@ -41,17 +41,22 @@ export interface Usage {
   /** CPU time used per wall second, in cores (1.0 = one core busy). */
   serviceCpu: number;
   postgresCpu: number;
+  /** The load generator's share: on 2 cores it competes with what it measures. */
+  loadCpu: number;
   servicePeakRssMb: number;
 }
 
 /** Samples CPU time and memory of the service and of PostgreSQL while a scenario runs. */
-export function sampleUsage(servicePid: number): { stop: () => Usage } {
+export function sampleUsage(servicePid: number, loadPid: () => number | undefined): { stop: () => Usage } {
   const started = performance.now();
   const service0 = cpuTicks(servicePid);
+  let loadTicks = 0;
   const pg0 = new Map(postgresPids().map((p) => [p, cpuTicks(p)]));
   let peak = rssKb(servicePid);
   const timer = setInterval(() => {
     peak = Math.max(peak, rssKb(servicePid));
+    const pid = loadPid();
+    if (pid) loadTicks = Math.max(loadTicks, cpuTicks(pid));
     for (const p of postgresPids()) if (!pg0.has(p)) pg0.set(p, 0);
   }, 100);
   return {
@@ -64,6 +69,7 @@ export function sampleUsage(servicePid: number): { stop: () => Usage } {
       return {
         serviceCpu: +(service / seconds).toFixed(2),
         postgresCpu: +(pg / TICKS_PER_SECOND / seconds).toFixed(2),
+        loadCpu: +(loadTicks / TICKS_PER_SECOND / seconds).toFixed(2),
         servicePeakRssMb: Math.round(Math.max(peak, rssKb(servicePid)) / 1024),
       };
     },

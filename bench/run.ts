@@ -34,15 +34,19 @@ const settings = {
 };
 
 /** Mean batch size and batch duration of the service's posting engine, from its /metrics. */
-async function engineStats(url: string): Promise<{ batches: number; commands: number; seconds: number }> {
+async function engineStats(url: string): Promise<{ batches: number; commands: number; seconds: number; phases: Record<string, number> }> {
   const text = await (await fetch(`${url}/metrics`)).text();
   const value = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? 0);
-  return { batches: value('ledger_batch_size_count'), commands: value('ledger_batch_size_sum'), seconds: value('ledger_batch_duration_seconds_sum') };
+  const phases = Object.fromEntries(
+    ['connect', 'read', 'evaluate', 'write'].map((p) => [p, Number(new RegExp(`^ledger_batch_phase_seconds_sum\\{phase="${p}"\\} (\\S+)$`, 'm').exec(text)?.[1] ?? 0)]),
+  );
+  return { batches: value('ledger_batch_size_count'), commands: value('ledger_batch_size_sum'), seconds: value('ledger_batch_duration_seconds_sum'), phases };
 }
 
 interface Row extends LoadResult, Usage {
   mean_batch_size?: number;
   mean_batch_ms?: number;
+  mean_phase_ms?: Record<string, number>;
   scenario: string;
   server: 'service' | 'baseline';
   connections: number;
@@ -73,9 +77,12 @@ async function waitReady(url: string, child: ChildProcess): Promise<void> {
   throw new Error(`${url} never became ready`);
 }
 
+let loadPid: number | undefined;
+
 function runLoad(spec: LoadSpec): Promise<LoadResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--import', 'tsx', 'bench/load.ts', JSON.stringify(spec)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    loadPid = child.pid;
     let out = '';
     child.stdout.on('data', (d) => (out += d));
     child.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out) as LoadResult) : reject(new Error(`load generator exited ${code}`))));
@@ -135,7 +142,9 @@ async function main(): Promise<number> {
     writeFileSync(historyActors, JSON.stringify({ tokens: [history.token], handles: [], pin: PIN }));
 
     const servicePort = await freePort();
-    const service = spawn(process.execPath, ['dist/src/main.js'], {
+    // BENCH_PROFILE=dir writes a V8 CPU profile of the service there when it stops.
+    const profile = env.BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${env.BENCH_PROFILE}`] : [];
+    const service = spawn(process.execPath, [...profile, 'dist/src/main.js'], {
       stdio: ['ignore', 'ignore', 'inherit'],
       env: {
         ...env,
@@ -164,14 +173,18 @@ async function main(): Promise<number> {
     const scenario = async (name: string, server: 'service' | 'baseline', spec: Omit<LoadSpec, 'durationMs' | 'warmupMs'>) => {
       const pid = (server === 'service' ? service : baseline).pid!;
       const before = server === 'service' ? await engineStats(serviceUrl) : undefined;
-      const usage = sampleUsage(pid);
+      const usage = sampleUsage(pid, () => loadPid);
       const result = await runLoad({ ...spec, durationMs: settings.durationMs, warmupMs: settings.warmupMs });
       const used = usage.stop();
       const after = server === 'service' ? await engineStats(serviceUrl) : undefined;
       const batches = before && after ? after.batches - before.batches : 0;
       const engine =
         before && after && batches > 0
-          ? { mean_batch_size: +((after.commands - before.commands) / batches).toFixed(1), mean_batch_ms: +(((after.seconds - before.seconds) / batches) * 1000).toFixed(2) }
+          ? {
+              mean_batch_size: +((after.commands - before.commands) / batches).toFixed(1),
+              mean_batch_ms: +(((after.seconds - before.seconds) / batches) * 1000).toFixed(2),
+              mean_phase_ms: Object.fromEntries(Object.keys(after.phases).map((p) => [p, +(((after.phases[p]! - before.phases[p]!) / batches) * 1000).toFixed(2)])),
+            }
           : {};
       const invariants = await quickInvariants(db);
       const row: Row = { scenario: name, server, connections: spec.connections, rate: spec.rate, ...result, ...used, ...engine, invariants };
@@ -179,8 +192,8 @@ async function main(): Promise<number> {
       console.log(
         `${name.padEnd(22)} ${server.padEnd(8)} c=${String(spec.connections).padStart(3)}${spec.rate ? ` rate=${spec.rate}` : ''}  ` +
           `${String(result.throughput).padStart(6)}/s  p50 ${result.p50}ms p95 ${result.p95}ms p99 ${result.p99}ms  ` +
-          `errors ${result.errors}  cpu svc ${used.serviceCpu} pg ${used.postgresCpu}  rss ${used.servicePeakRssMb}MB` +
-          `${engine.mean_batch_size ? `  batch ${engine.mean_batch_size} cmds/${engine.mean_batch_ms}ms` : ''}  invariants ${invariants}`,
+          `errors ${result.errors}  cpu svc ${used.serviceCpu} pg ${used.postgresCpu} load ${used.loadCpu}  rss ${used.servicePeakRssMb}MB` +
+          `${engine.mean_batch_size ? `  batch ${engine.mean_batch_size} cmds/${engine.mean_batch_ms}ms ${JSON.stringify(engine.mean_phase_ms)}` : ''}  invariants ${invariants}`,
       );
       if (result.errors > 0) console.log(`  statuses: ${JSON.stringify(result.statuses)}`);
       return result;
@@ -251,7 +264,7 @@ async function main(): Promise<number> {
     return 0;
   } finally {
     for (const c of children) c.kill('SIGTERM');
-    await new Promise((r) => setTimeout(r, 500));
+    await Promise.all(children.map((c) => (c.exitCode === null ? new Promise((r) => c.once('exit', r)) : undefined)));
     if (embedded) await embedded.stop();
     if (dataDir) rmSync(dataDir, { recursive: true, force: true });
   }

@@ -12,7 +12,7 @@ import { DomainError, problem } from './errors.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { AuthService } from './auth/service.js';
 import { TokenSigner } from './auth/tokens.js';
-import { PinSecrets } from './auth/pin-secrets.js';
+import { RevokedSessions } from './auth/revocations.js';
 import { LedgerEngine } from './ledger/engine.js';
 import { SystemAccounts } from './ledger/accounts.js';
 import { WalletService } from './wallets/service.js';
@@ -92,16 +92,21 @@ export async function buildApp(options: BuildOptions): Promise<{ app: App; ctx: 
   await systemAccounts.load(db);
   
   const signer = new TokenSigner(config.jwtSecret, config.accessTokenTtlSeconds);
+  const revocations = new RevokedSessions(db, config.accessTokenTtlSeconds, config.revocationPollMs, (error) =>
+    app.log.warn({ err: error }, 'polling session revocations failed; retrying'),
+  );
+  await revocations.start();
+  app.addHook('onClose', async () => revocations.stop());
   const auth = new AuthService(db, {
     signer,
     pinPepper: config.pinPepper,
     refreshTokenTtlSeconds: config.refreshTokenTtlSeconds,
     currency: config.currency,
-    sessionCacheMs: config.sessionCacheMs,
+    revocations,
   });
   const pin = { pepper: config.pinPepper, maxFailures: config.pinMaxFailures, lockSeconds: config.pinLockSeconds };
   const engine = new LedgerEngine(db, { metrics, timeZone: config.limitTimeZone, pin });
-  const wallets = new WalletService(db, engine, new PinSecrets(db), {
+  const wallets = new WalletService(db, engine, {
     maxTransactionAmountMinor: config.maxTransactionAmountMinor,
     dailyOutgoingLimitMinor: config.dailyOutgoingLimitMinor,
   });

@@ -4,6 +4,7 @@ import { openDatabase, type Database } from './database.js';
 import { migrate } from './db/migrate.js';
 import { AuthService } from './auth/service.js';
 import { TokenSigner } from './auth/tokens.js';
+import { RevokedSessions } from './auth/revocations.js';
 import { reconcile } from './ledger/reconcile.js';
 import { DomainError } from './errors.js';
 
@@ -45,7 +46,8 @@ async function createAdmin(args: string[]): Promise<number> {
       pinPepper: config.pinPepper,
       refreshTokenTtlSeconds: config.refreshTokenTtlSeconds,
       currency: config.currency,
-      sessionCacheMs: 0,
+      // Registration only: nothing here checks tokens.
+      revocations: new RevokedSessions(db, config.accessTokenTtlSeconds, config.revocationPollMs, () => undefined),
     });
     const { user } = await auth.register({ email: values.email!, password: values.password!, role: 'admin', name: 'Administrator' });
     console.log(JSON.stringify({ created: 'admin', id: user.id, email: user.email }));

@@ -40,7 +40,8 @@ export interface Config {
   /** How often the recovery jobs run; 0 turns the schedule off (they still run at start). */
   recoveryIntervalSeconds: number;
   accessTokenTtlSeconds: number;
-  sessionCacheMs: number;
+  /** How often each process picks up sessions that other processes revoked. */
+  revocationPollMs: number;
   refreshTokenTtlSeconds: number;
   pinMaxFailures: number;
   pinLockSeconds: number;
@@ -195,7 +196,7 @@ export function loadConfig(env: Env = process.env): { config: Config; warnings: 
     withdrawalTimeoutSeconds: integer(env, 'WITHDRAWAL_TIMEOUT_SECONDS', 1800, 1, 7 * 86_400),
     recoveryIntervalSeconds: integer(env, 'RECOVERY_INTERVAL_SECONDS', 30, 0, 86_400),
     accessTokenTtlSeconds: integer(env, 'ACCESS_TOKEN_TTL_SECONDS', 900, 30, 86_400),
-    sessionCacheMs: integer(env, 'SESSION_CACHE_MS', 2_000, 0, 60_000),
+    revocationPollMs: integer(env, 'REVOCATION_POLL_MS', 1_000, 50, 60_000),
     refreshTokenTtlSeconds: integer(env, 'REFRESH_TOKEN_TTL_SECONDS', 30 * 86_400, 60, 365 * 86_400),
     pinMaxFailures: integer(env, 'PIN_MAX_FAILURES', 5, 1, 100),
     pinLockSeconds: integer(env, 'PIN_LOCK_SECONDS', 900, 1, 86_400),

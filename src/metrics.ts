@@ -37,6 +37,13 @@ export function createMetrics() {
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
       registers: [registry],
     }),
+    ledgerBatchPhase: new Histogram({
+      name: 'ledger_batch_phase_seconds',
+      help: 'Time a batch spends in each phase: connect, read (lock), evaluate, write, commit',
+      labelNames: ['phase'] as const,
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5],
+      registers: [registry],
+    }),
     ledgerBatchRetries: new Counter({
       name: 'ledger_batch_retries_total',
       help: 'Batches retried after a conflict, deadlock or lost connection',

@@ -7,6 +7,8 @@ import { hashPassword, verifyPassword } from './passwords.js';
 import { newPinHash } from './pin.js';
 import { TokenSigner, hashRefreshToken, newRefreshToken, type Role } from './tokens.js';
 import { handleCandidates } from './handles.js';
+import type { RevokedSessions } from './revocations.js';
+import { BatchLoader } from '../batch-loader.js';
 
 export interface Registration {
   email: string;
@@ -37,7 +39,9 @@ export interface Principal {
   userId: string;
   sessionId: string;
   role: Role;
-  wallet: { id: string; accountId: number; handle: string; status: 'active' | 'frozen' } | null;
+  wallet: { id: string; accountId: number; handle: string } | null;
+  /** The PIN's salt and keyed hash: compared in the ledger batch, never sent anywhere. */
+  pin: { salt: Buffer; hash: Buffer } | null;
 }
 
 export interface TokenPair {
@@ -52,28 +56,21 @@ export interface AuthOptions {
   pinPepper: string;
   refreshTokenTtlSeconds: number;
   currency: string;
-  /**
-   * How long a checked access token is trusted without asking the database again. A logout
-   * or revocation in this process takes effect at once; in another process within this time.
-   */
-  sessionCacheMs: number;
+  revocations: RevokedSessions;
 }
 
-const SESSION_CACHE_SIZE = 200_000;
+const USER_CACHE_SIZE = 500_000;
 
 const HANDLE_ATTEMPTS = 8;
 
 export class AuthService {
-  private readonly checked = new Map<string, { principal: Principal; until: number }>();
+  private readonly users: BatchLoader<string, Omit<Principal, 'userId' | 'sessionId'>>;
 
   constructor(
     private readonly db: Db,
     private readonly options: AuthOptions,
-  ) {}
-
-  /** Forgets every cached token of a session that has just ended. */
-  private forget(sessionId: string): void {
-    for (const [token, entry] of this.checked) if (entry.principal.sessionId === sessionId) this.checked.delete(token);
+  ) {
+    this.users = new BatchLoader((ids) => this.loadUsers(ids), { cacheSize: USER_CACHE_SIZE });
   }
 
   async register(input: Registration): Promise<{ user: UserView; wallet: WalletSummary | null }> {
@@ -165,7 +162,7 @@ export class AuthService {
           RETURNING id`,
         [hash],
       );
-      for (const r of revoked.rows) this.forget(r.id);
+      for (const r of revoked.rows) this.options.revocations.add(r.id);
       return undefined;
     });
     if (!result) throw new DomainError('invalid_refresh_token', 'The refresh token is expired, revoked or already used');
@@ -173,52 +170,53 @@ export class AuthService {
   }
 
   async logout(sessionId: string): Promise<void> {
-    this.forget(sessionId);
+    this.options.revocations.add(sessionId);
     await this.db.query(
       `UPDATE sessions SET revoked_at = now(), revoke_reason = 'logout' WHERE id = $1 AND revoked_at IS NULL`,
       [sessionId],
     );
   }
 
-  /** Resolves a bearer token to a principal; throws for anything but a live session. */
+  /**
+   * Resolves a bearer token to a principal; throws for anything but a live session. No
+   * database work per request: the signature and expiry are checked here, revocation against
+   * the in-memory revocation list, and what a principal is made of never changes once the
+   * user exists, so it is loaded once (many users per query when several are new at once).
+   */
   async authenticate(token: string): Promise<Principal> {
-    const now = Date.now();
-    const cached = this.checked.get(token);
-    if (cached && cached.until > now) return cached.principal;
-    const principal = await this.check(token);
-    if (this.options.sessionCacheMs > 0) {
-      if (this.checked.size >= SESSION_CACHE_SIZE) this.checked.clear();
-      this.checked.set(token, { principal, until: now + this.options.sessionCacheMs });
-    }
-    return principal;
-  }
-
-  private async check(token: string): Promise<Principal> {
     const claims = await this.options.signer.verify(token);
     if (!claims) throw new DomainError('invalid_token', 'The access token is invalid or expired');
+    if (this.options.revocations.has(claims.sessionId)) throw new DomainError('invalid_token', 'The session has ended; log in again');
+    const user = await this.users.get(claims.userId);
+    if (!user) throw new DomainError('invalid_token', 'The user no longer exists');
+    return { userId: claims.userId, sessionId: claims.sessionId, ...user };
+  }
+
+  private async loadUsers(ids: string[]): Promise<Map<string, Omit<Principal, 'userId' | 'sessionId'>>> {
     const { rows } = await this.db.query<{
+      id: string;
       role: Role;
       wallet_id: string | null;
       account_id: number | null;
       handle: string | null;
-      status: 'active' | 'frozen' | null;
+      pin_salt: Buffer | null;
+      pin_hash: Buffer | null;
     }>(
-      `SELECT u.role, w.id AS wallet_id, w.account_id, w.handle, w.status
-         FROM sessions s JOIN users u ON u.id = s.user_id LEFT JOIN wallets w ON w.user_id = u.id
-        WHERE s.id = $1 AND s.user_id = $2 AND s.revoked_at IS NULL`,
-      [claims.sessionId, claims.userId],
+      `SELECT u.id, u.role, w.id AS wallet_id, w.account_id, w.handle, u.pin_salt, u.pin_hash
+         FROM users u LEFT JOIN wallets w ON w.user_id = u.id
+        WHERE u.id = ANY($1::uuid[])`,
+      [ids],
     );
-    const row = rows[0];
-    if (!row) throw new DomainError('invalid_token', 'The session has ended; log in again');
-    return {
-      userId: claims.userId,
-      sessionId: claims.sessionId,
-      role: row.role,
-      wallet:
-        row.wallet_id === null
-          ? null
-          : { id: row.wallet_id, accountId: row.account_id!, handle: row.handle!, status: row.status! },
-    };
+    return new Map(
+      rows.map((r) => [
+        r.id,
+        {
+          role: r.role,
+          wallet: r.wallet_id === null ? null : { id: r.wallet_id, accountId: r.account_id!, handle: r.handle! },
+          pin: r.pin_salt && r.pin_hash ? { salt: r.pin_salt, hash: r.pin_hash } : null,
+        },
+      ]),
+    );
   }
 
   async me(userId: string): Promise<{ user: UserView; wallet: WalletSummary | null }> {

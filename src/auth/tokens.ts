@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, createSecretKey, randomBytes, type KeyObject } from 'node:crypto';
 import { SignJWT, jwtVerify } from 'jose';
 
 const ISSUER = 'wallet-service';
@@ -13,13 +13,14 @@ export interface AccessClaims {
 }
 
 export class TokenSigner {
-  private readonly key: Uint8Array;
+  // Imported once: handing jose raw bytes would import the key again on every verification.
+  private readonly key: KeyObject;
 
   constructor(
     secret: string,
     private readonly ttlSeconds: number,
   ) {
-    this.key = new TextEncoder().encode(secret);
+    this.key = createSecretKey(Buffer.from(secret, 'utf8'));
   }
 
   get expiresIn(): number {

@@ -104,7 +104,7 @@ export class WithdrawalService {
           type: 'withdrawal',
           legs: [],
           hold: { id, accountId: wallet.accountId, amount: input.amount, action: 'place' },
-          pin: await this.wallets.pinFor(principal, input.pin),
+          pin: this.wallets.pinFor(principal, input.pin),
           dailyLimit: this.wallets.dailyLimit(wallet.accountId, input.amount),
         },
       ]);

@@ -13,6 +13,7 @@ export interface BatchOptions {
   /** The time zone whose calendar day the daily limits count in. */
   timeZone: string;
   pin: PinPolicy;
+  metrics?: Metrics;
 }
 
 /**
@@ -23,8 +24,10 @@ export interface BatchOptions {
  * one reads and locks, one writes.
  */
 export async function applyBatch(tx: Queryable, commands: PostingCommand[], options: BatchOptions): Promise<PostingResult[]> {
+  const phase = phaseTimer(options.metrics);
   commands.forEach(validateCommand);
   const state = await readState(tx, commands, options.timeZone);
+  phase('read');
   const results: PostingResult[] = [];
   const posted: Posted[] = [];
   const keys: Array<IdempotencyClaim & StoredResponse> = [];
@@ -51,8 +54,20 @@ export async function applyBatch(tx: Queryable, commands: PostingCommand[], opti
     }
     results.push({ kind: 'applied', outcome, response });
   }
+  phase('evaluate');
   await writeBatch(tx, posted, keys, state);
+  phase('write');
   return results;
+}
+
+/** Records how long each phase of a batch took, one after the other. */
+function phaseTimer(metrics: Metrics | undefined): (name: string) => void {
+  let last = process.hrtime.bigint();
+  return (name) => {
+    const now = process.hrtime.bigint();
+    metrics?.ledgerBatchPhase.observe({ phase: name }, Number(now - last) / 1e9);
+    last = now;
+  };
 }
 
 interface Pending {
@@ -65,7 +80,6 @@ export interface LedgerEngineOptions extends BatchOptions {
   maxBatchSize?: number;
   /** Batches in flight at once: a second one is evaluated while the first waits for its commit. */
   maxConcurrentBatches?: number;
-  metrics?: Metrics;
 }
 
 /**
@@ -140,7 +154,11 @@ export class LedgerEngine {
   private async commit(commands: PostingCommand[]): Promise<PostingResult[]> {
     for (let attempt = 1; ; attempt++) {
       try {
-        return await withTransaction(this.db, (tx) => applyBatch(tx, commands, this.options));
+        const started = process.hrtime.bigint();
+        return await withTransaction(this.db, (tx) => {
+          this.options.metrics?.ledgerBatchPhase.observe({ phase: 'connect' }, Number(process.hrtime.bigint() - started) / 1e9);
+          return applyBatch(tx, commands, this.options);
+        });
       } catch (error) {
         // Another process stored one of our keys between our read and our write: run the
         // batch again, and this time the key is found and its answer replayed.

@@ -102,7 +102,7 @@ export class MerchantService {
       legs,
       note: input.orderId ? `order ${input.orderId}` : null,
       reference: `merchant:${merchant.walletId}`,
-      pin: await this.wallets.pinFor(principal, input.pin),
+      pin: this.wallets.pinFor(principal, input.pin),
       dailyLimit: this.wallets.dailyLimit(customer.accountId, input.amount),
     };
     const respond = (outcome: PostingOutcome, cashback?: { outcome: PostedOutcome; amount: number; campaignId: string }): StoredResponse & { store?: false } => {

@@ -1,11 +1,11 @@
 import { isUuid } from '../ids.js';
+import { BatchLoader } from '../batch-loader.js';
 import type { Db } from '../db/pool.js';
 import { DomainError, problem } from '../errors.js';
 import type { LedgerEngine } from '../ledger/engine.js';
 import { itemFromOutcome, readHistory, type HistoryFilter, type HistoryItem } from '../ledger/history.js';
 import { PIN_REJECTIONS, type PostingCommand, type PostingOutcome, type PostingResult, type RejectionCode } from '../ledger/types.js';
 import type { Principal } from '../auth/service.js';
-import type { PinSecrets } from '../auth/pin-secrets.js';
 import type { IdempotencyClaim, IdempotentResponse, StoredResponse } from '../idempotency/store.js';
 import { decodeCursor, encodeCursor } from './cursor.js';
 
@@ -52,15 +52,14 @@ export function ownWallet(principal: Principal): NonNullable<Principal['wallet']
   return principal.wallet;
 }
 
-const PARTY_CACHE_SIZE = 100_000;
+const PARTY_CACHE_SIZE = 500_000;
 
 export class WalletService {
-  private readonly parties = new Map<string, Party>();
+  private readonly parties = new BatchLoader<string, Party>((keys) => this.loadParties(keys), { cacheSize: PARTY_CACHE_SIZE });
 
   constructor(
     private readonly db: Db,
     private readonly engine: LedgerEngine,
-    private readonly pinSecrets: PinSecrets,
     private readonly options: WalletOptions,
   ) {}
 
@@ -83,9 +82,10 @@ export class WalletService {
   }
 
   /** The PIN of a command the caller authorizes, counted on the caller's wallet account. */
-  async pinFor(principal: Principal, value: string): Promise<NonNullable<PostingCommand['pin']>> {
+  pinFor(principal: Principal, value: string): NonNullable<PostingCommand['pin']> {
     const wallet = ownWallet(principal);
-    return { accountId: wallet.accountId, ...(await this.pinSecrets.get(principal.userId)), value };
+    if (!principal.pin) throw new DomainError('forbidden', 'This user has no transaction PIN');
+    return { accountId: wallet.accountId, ...principal.pin, value };
   }
 
   /** Customer debits count against the wallet's outgoing limit for the day. */
@@ -103,30 +103,30 @@ export class WalletService {
 
   /**
    * A wallet by handle (any case) or id, or 404 wallet_not_found. What it returns never
-   * changes once a wallet exists, so answers are cached; a wallet's status is not part of
-   * it (the ledger checks that under its lock).
+   * changes once a wallet exists (its status is not part of it: the ledger checks that under
+   * its lock), so answers are cached, and concurrent look-ups share one query.
    */
   async findParty(to: string): Promise<Party> {
-    const cacheKey = isUuid(to) ? to.toLowerCase() : to.toLowerCase();
-    const cached = this.parties.get(cacheKey);
-    if (cached) return cached;
-    const party = await this.loadParty(to);
-    if (this.parties.size >= PARTY_CACHE_SIZE) this.parties.clear();
-    this.parties.set(cacheKey, party);
+    const party = await this.parties.get(to.toLowerCase());
+    if (!party) throw new DomainError('wallet_not_found', `No wallet has the handle or id "${to}"`);
     return party;
   }
 
-  private async loadParty(to: string): Promise<Party> {
-    const byId = isUuid(to);
+  private async loadParties(keys: string[]): Promise<Map<string, Party>> {
+    const ids = keys.filter(isUuid);
     const { rows } = await this.db.query<{ id: string; account_id: number; handle: string; name: string | null; currency: string; role: Party['role'] }>(
       `SELECT w.id, w.account_id, w.handle, coalesce(u.business_name, u.name) AS name, w.currency, u.role
          FROM wallets w JOIN users u ON u.id = w.user_id
-        WHERE ${byId ? 'w.id = $1::uuid' : 'w.handle = lower($1)'}`,
-      [to],
+        WHERE w.handle = ANY($1::text[]) OR w.id = ANY($2::uuid[])`,
+      [keys, ids],
     );
-    const r = rows[0];
-    if (!r) throw new DomainError('wallet_not_found', `No wallet has the handle or id "${to}"`);
-    return { walletId: r.id, accountId: r.account_id, handle: r.handle, name: r.name, currency: r.currency, role: r.role };
+    const found = new Map<string, Party>();
+    for (const r of rows) {
+      const party = { walletId: r.id, accountId: r.account_id, handle: r.handle, name: r.name, currency: r.currency, role: r.role };
+      found.set(r.handle, party);
+      found.set(r.id, party);
+    }
+    return found;
   }
 
   /**
@@ -158,7 +158,7 @@ export class WalletService {
       ],
       note,
       reference: `wallet:${sender.id}`,
-      pin: await this.pinFor(principal, input.pin),
+      pin: this.pinFor(principal, input.pin),
       dailyLimit: this.dailyLimit(sender.accountId, input.amount),
       idempotency: { ...claim, render },
     });
