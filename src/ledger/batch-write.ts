@@ -13,7 +13,9 @@ export interface Posted {
 // that entry ids follow balance_after), one update per touched account (balance and held
 // incremented, today's outgoing money, PIN attempt counter), holds placed and settled, and
 // idempotency keys with their responses (sent as one JSON array: cheaper than an array of
-// jsonb literals, which would be escaped and parsed twice).
+// jsonb literals, which would be escaped and parsed twice). Balances are only ever
+// incremented, never overwritten from memory, and the statement itself checks that the
+// results agree with the batch's arithmetic: a disagreement raises and aborts the batch.
 // Balances are only ever incremented, never overwritten from memory; the RETURNING rows
 // let the caller prove that memory and database agree before it commits.
 const WRITE = `
@@ -50,16 +52,21 @@ WITH lt AS (
     FROM unnest($27::text[], $28::text[], $29::bytea[], $30::int[]) WITH ORDINALITY AS k(principal, key, request_hash, status_code, n)
     JOIN jsonb_array_elements($31::jsonb) WITH ORDINALITY AS r(response, n) USING (n)
 )
-SELECT (SELECT coalesce(json_agg(ac), '[]') FROM ac) AS accounts, (SELECT count(*) FROM hu)::int AS holds_settled`;
+SELECT ledger_assert((SELECT count(*) FROM ac) = cardinality($11::bigint[]), 'every touched account was updated')
+   AND ledger_assert(NOT EXISTS (
+         SELECT 1 FROM ac JOIN unnest($11::bigint[], $32::bigint[], $33::bigint[], $34::bigint[]) AS x(id, balance, held, outgoing) USING (id)
+          WHERE ac.balance <> x.balance OR ac.held <> x.held OR ac.outgoing <> x.outgoing),
+       'accounts agree with the batch''s entries, holds and outgoing money')
+   AND ledger_assert((SELECT count(*) FROM hu) = cardinality($24::uuid[]), 'every settled hold was pending') AS ok`;
 
 const EFFECT_TABLES = new Set<Effect['table']>(['merchant_payments', 'audit_log']);
 
-export async function writeBatch(
-  tx: Queryable,
-  posted: Posted[],
-  keys: Array<IdempotencyClaim & StoredResponse>,
-  state: BatchState,
-): Promise<void> {
+/**
+ * Sends the batch's writes without waiting for them: the caller queues COMMIT right behind,
+ * on the same connection, and awaits the returned promise (which rejects if any write, or
+ * any check inside them, failed — in which case the COMMIT has rolled back instead).
+ */
+export function writeBatch(tx: Queryable, posted: Posted[], keys: Array<IdempotencyClaim & StoredResponse>, state: BatchState): Promise<unknown> {
   const moving = posted.filter((p) => p.outcome.transactionId !== null);
   const entries = moving.flatMap((p) => p.outcome.entries.map((e) => ({ e, p })));
   const deltas = new Map<number, { balance: number; held: number; outgoing: number }>();
@@ -73,12 +80,12 @@ export async function writeBatch(
   }
   for (const account of state.accounts.values()) if (account.pin.dirty) delta(account.id);
   const accountIds = [...deltas.keys()].sort((a, b) => a - b);
-  const pinOf = (id: number) => state.accounts.get(id)!.pin;
+  const account = (id: number) => state.accounts.get(id)!;
   const placed = posted.filter((p) => p.command.hold?.action === 'place');
   const settled = posted.filter((p) => p.command.hold && p.command.hold.action !== 'place');
-  if (accountIds.length === 0 && keys.length === 0) return;
-  const { rows } = await tx.query<{ accounts: Array<{ id: number; balance: number; held: number; outgoing: number }>; holds_settled: number }>({
-    name: 'ledger-write-v3',
+  if (accountIds.length === 0 && keys.length === 0) return Promise.resolve();
+  const written = tx.query({
+    name: 'ledger-write-v4',
     text: WRITE,
     values: [
       state.now,
@@ -96,9 +103,9 @@ export async function writeBatch(
       accountIds.map((id) => deltas.get(id)!.held),
       state.today,
       accountIds.map((id) => deltas.get(id)!.outgoing),
-      accountIds.map((id) => pinOf(id).dirty),
-      accountIds.map((id) => pinOf(id).failures),
-      accountIds.map((id) => pinOf(id).lockedUntil),
+      accountIds.map((id) => account(id).pin.dirty),
+      accountIds.map((id) => account(id).pin.failures),
+      accountIds.map((id) => account(id).pin.lockedUntil),
       placed.map((p) => p.command.hold!.id),
       placed.map((p) => p.command.hold!.accountId),
       placed.map((p) => p.command.hold!.amount),
@@ -112,21 +119,16 @@ export async function writeBatch(
       keys.map((k) => k.requestHash),
       keys.map((k) => k.statusCode),
       JSON.stringify(keys.map((k) => k.body)),
+      accountIds.map((id) => account(id).balance),
+      accountIds.map((id) => account(id).held),
+      accountIds.map((id) => state.outgoing.get(id) ?? 0),
     ],
   });
-  const written = rows[0]!;
-  assert(written.accounts.length === accountIds.length, 'every touched account was updated');
-  for (const r of written.accounts) {
-    const expected = state.accounts.get(r.id)!;
-    assert(r.balance === expected.balance && r.held === expected.held, `account ${r.id} agrees with its entries and holds`);
-    assert(r.outgoing === (state.outgoing.get(r.id) ?? 0), `account ${r.id} agrees on today's outgoing money`);
-  }
-  assert(written.holds_settled === settled.length, 'every settled hold was pending');
-  await writeEffects(tx, posted);
+  return Promise.all([written, ...writeEffects(tx, posted)]);
 }
 
-/** Rows that belong with the movements, one INSERT per table per batch. */
-async function writeEffects(tx: Queryable, posted: Posted[]): Promise<void> {
+/** Rows that belong with the movements, one INSERT per table per batch, queued behind the write. */
+function writeEffects(tx: Queryable, posted: Posted[]): Array<Promise<unknown>> {
   const byTable = new Map<Effect['table'], Array<Record<string, unknown>>>();
   for (const p of posted) {
     for (const effect of p.command.effects?.(p.outcome) ?? []) {
@@ -134,10 +136,10 @@ async function writeEffects(tx: Queryable, posted: Posted[]): Promise<void> {
       byTable.set(effect.table, [...(byTable.get(effect.table) ?? []), effect.row]);
     }
   }
-  for (const [table, rows] of byTable) {
+  return [...byTable].map(([table, rows]) => {
     const columns = [...new Set(rows.flatMap((r) => Object.keys(r)))];
     assert(columns.every((c) => /^[a-z_]+$/.test(c)), 'effect columns are plain names');
     const list = columns.join(', ');
-    await tx.query(`INSERT INTO ${table} (${list}) SELECT ${list} FROM json_populate_recordset(NULL::${table}, $1)`, [JSON.stringify(rows)]);
-  }
+    return tx.query(`INSERT INTO ${table} (${list}) SELECT ${list} FROM json_populate_recordset(NULL::${table}, $1)`, [JSON.stringify(rows)]);
+  });
 }

@@ -1,6 +1,5 @@
 import type { Db, Queryable } from '../db/pool.js';
-import { withTransaction } from '../db/transaction.js';
-import { constraintOf, isUniqueViolation } from '../db/errors.js';
+import { constraintOf, isRetryable, isUnavailable, isUniqueViolation } from '../db/errors.js';
 import { IDEMPOTENCY_KEY_CONSTRAINT, type IdempotencyClaim, type StoredResponse } from '../idempotency/store.js';
 import type { PinPolicy } from '../auth/pin.js';
 import type { Metrics } from '../metrics.js';
@@ -24,6 +23,20 @@ export interface BatchOptions {
  * one reads and locks, one writes.
  */
 export async function applyBatch(tx: Queryable, commands: PostingCommand[], options: BatchOptions): Promise<PostingResult[]> {
+  const { results, written } = await prepareBatch(tx, commands, options);
+  await written;
+  return results;
+}
+
+/**
+ * Reads, evaluates and sends the writes of a batch, without waiting for the writes: the
+ * caller can queue COMMIT behind them on the same connection, then await `written`.
+ */
+async function prepareBatch(
+  tx: Queryable,
+  commands: PostingCommand[],
+  options: BatchOptions,
+): Promise<{ results: PostingResult[]; written: Promise<unknown> }> {
   const phase = phaseTimer(options.metrics);
   commands.forEach(validateCommand);
   const state = await readState(tx, commands, options.timeZone);
@@ -55,9 +68,10 @@ export async function applyBatch(tx: Queryable, commands: PostingCommand[], opti
     results.push({ kind: 'applied', outcome, response });
   }
   phase('evaluate');
-  await writeBatch(tx, posted, keys, state);
-  phase('write');
-  return results;
+  const written = writeBatch(tx, posted, keys, state);
+  // Attach at once, so that a failure is never reported as unhandled while COMMIT is queued.
+  written.then(() => phase('write'), () => undefined);
+  return { results, written };
 }
 
 /** Records how long each phase of a batch took, one after the other. */
@@ -68,6 +82,13 @@ function phaseTimer(metrics: Metrics | undefined): (name: string) => void {
     metrics?.ledgerBatchPhase.observe({ phase: name }, Number(now - last) / 1e9);
     last = now;
   };
+}
+
+/** The connection broke during COMMIT: the batch may or may not have committed, so it must not be run again. */
+class CommitOutcomeUnknown extends Error {
+  constructor(cause: unknown) {
+    super('the connection failed during COMMIT; the batch may have committed', { cause });
+  }
 }
 
 interface Pending {
@@ -154,18 +175,55 @@ export class LedgerEngine {
   private async commit(commands: PostingCommand[]): Promise<PostingResult[]> {
     for (let attempt = 1; ; attempt++) {
       try {
-        const started = process.hrtime.bigint();
-        return await withTransaction(this.db, (tx) => {
-          this.options.metrics?.ledgerBatchPhase.observe({ phase: 'connect' }, Number(process.hrtime.bigint() - started) / 1e9);
-          return applyBatch(tx, commands, this.options);
-        });
+        return await this.commitOnce(commands);
       } catch (error) {
         // Another process stored one of our keys between our read and our write: run the
-        // batch again, and this time the key is found and its answer replayed.
+        // batch again, and this time the key is found and its answer replayed. Deadlocks,
+        // serialization failures and lost connections before COMMIT roll back cleanly.
         const keyRace = isUniqueViolation(error) && constraintOf(error) === IDEMPOTENCY_KEY_CONSTRAINT;
-        if (!keyRace || attempt >= 3) throw error;
+        const retryable = keyRace || (isRetryable(error) && !(error instanceof CommitOutcomeUnknown));
+        if (!retryable || attempt >= 5) throw error;
         this.options.metrics?.ledgerBatchRetries.inc();
       }
+    }
+  }
+
+  /**
+   * One database transaction for one batch, with its statements queued back to back: BEGIN
+   * and the locking read go out together, then the writes and COMMIT. On this machine a
+   * round trip is cheap but waiting for the event loop between them is not, so a batch waits
+   * twice instead of five times. A failed write aborts the transaction, and the COMMIT queued
+   * behind it then rolls back instead of committing.
+   */
+  private async commitOnce(commands: PostingCommand[]): Promise<PostingResult[]> {
+    const connecting = process.hrtime.bigint();
+    const client = await this.db.connect();
+    this.options.metrics?.ledgerBatchPhase.observe({ phase: 'connect' }, Number(process.hrtime.bigint() - connecting) / 1e9);
+    let reusable = true;
+    try {
+      const begin = client.query('BEGIN');
+      const prepared = prepareBatch(client, commands, this.options);
+      await begin;
+      const { results, written } = await prepared;
+      const commit = client.query('COMMIT');
+      try {
+        await written;
+      } catch (error) {
+        await commit.catch(() => undefined);
+        throw error;
+      }
+      try {
+        await commit;
+      } catch (error) {
+        reusable = false;
+        throw isUnavailable(error) ? new CommitOutcomeUnknown(error) : error;
+      }
+      return results;
+    } catch (error) {
+      if (reusable) reusable = await client.query('ROLLBACK').then(() => true, () => false);
+      throw error;
+    } finally {
+      client.release(reusable ? undefined : true);
     }
   }
 
