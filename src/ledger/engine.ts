@@ -203,6 +203,9 @@ export class LedgerEngine {
     try {
       const begin = client.query('BEGIN');
       const prepared = prepareBatch(client, commands, this.options);
+      // Both are awaited below; until then a failure of either must not count as unhandled.
+      prepared.catch(() => undefined);
+      begin.catch(() => undefined);
       await begin;
       const { results, written } = await prepared;
       const commit = client.query('COMMIT');
