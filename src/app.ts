@@ -105,7 +105,13 @@ export async function buildApp(options: BuildOptions): Promise<{ app: App; ctx: 
     revocations,
   });
   const pin = { pepper: config.pinPepper, maxFailures: config.pinMaxFailures, lockSeconds: config.pinLockSeconds };
-  const engine = new LedgerEngine(db, { metrics, timeZone: config.limitTimeZone, pin });
+  const engine = new LedgerEngine(db, {
+    metrics,
+    timeZone: config.limitTimeZone,
+    pin,
+    maxBatchSize: config.ledgerMaxBatchSize,
+    maxConcurrentBatches: config.ledgerConcurrentBatches,
+  });
   const wallets = new WalletService(db, engine, {
     maxTransactionAmountMinor: config.maxTransactionAmountMinor,
     dailyOutgoingLimitMinor: config.dailyOutgoingLimitMinor,

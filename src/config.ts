@@ -50,6 +50,10 @@ export interface Config {
   currency: string;
   bodyLimitBytes: number;
   shutdownGraceMs: number;
+  /** Most commands one ledger batch (one database transaction) may carry. */
+  ledgerMaxBatchSize: number;
+  /** Ledger batches in flight at once in this process. */
+  ledgerConcurrentBatches: number;
 }
 
 export class ConfigError extends Error {}
@@ -206,6 +210,8 @@ export function loadConfig(env: Env = process.env): { config: Config; warnings: 
     currency,
     bodyLimitBytes: integer(env, 'BODY_LIMIT_BYTES', 64 * 1024, 1024, 10 * 1024 * 1024),
     shutdownGraceMs: integer(env, 'SHUTDOWN_GRACE_MS', 10_000, 0, 600_000),
+    ledgerMaxBatchSize: integer(env, 'LEDGER_MAX_BATCH_SIZE', 512, 1, 10_000),
+    ledgerConcurrentBatches: integer(env, 'LEDGER_CONCURRENT_BATCHES', 2, 1, 16),
   };
   if (config.redisUrl) {
     warnings.push('REDIS_URL is set but nothing in this version uses Redis yet; it is accepted and ignored');

@@ -68,58 +68,75 @@ export async function readHistory(
   filter: HistoryFilter,
   limit: number,
 ): Promise<{ items: HistoryItem[]; entryIds: number[]; hasMore: boolean }> {
-  const { rows } = await db.query<Row>(
-    `(SELECT e.id AS entry_id, e.transaction_id, e.type, e.amount, e.balance_after, e.created_at,
-             t.note, a.currency, cp.handle AS counterparty_handle, cp.name AS counterparty_name, 'posted' AS status
-        FROM entries e
-        JOIN ledger_transactions t ON t.id = e.transaction_id
-        JOIN accounts a ON a.id = e.account_id
-        LEFT JOIN LATERAL (
-          SELECT w.handle, coalesce(u.business_name, u.name) AS name
-            FROM entries o
-            JOIN wallets w ON w.account_id = o.account_id
-            JOIN users u ON u.id = w.user_id
-           WHERE o.transaction_id = e.transaction_id
-             AND o.account_id <> e.account_id
-             AND sign(o.amount) <> sign(e.amount)
-           ORDER BY abs(o.amount) DESC
-           LIMIT 1
-        ) cp ON true
-       WHERE e.account_id = $1
-         AND ($2::bigint IS NULL OR e.id < $2)
-         AND ($3::text IS NULL OR e.type = $3)
-         AND ($4::text IS NULL OR ($4 = 'credit') = (e.amount > 0))
-         AND ($5::timestamptz IS NULL OR e.created_at >= $5)
-         AND ($6::timestamptz IS NULL OR e.created_at < $6)
-         AND ($7::uuid IS NULL OR e.transaction_id = $7)
-       ORDER BY e.id DESC
-       LIMIT $8)
-     UNION ALL
-     (SELECT h.seq, h.id, h.type, -h.amount, h.balance_at_hold, h.created_at,
-             NULL, a.currency, NULL, NULL, CASE h.status WHEN 'pending' THEN 'pending' ELSE 'failed' END
-        FROM holds h JOIN accounts a ON a.id = h.account_id
-       WHERE h.account_id = $1 AND h.status <> 'posted'
-         AND ($2::bigint IS NULL OR h.seq < $2)
-         AND ($3::text IS NULL OR h.type = $3)
-         AND ($4::text IS NULL OR $4 = 'debit')
-         AND ($5::timestamptz IS NULL OR h.created_at >= $5)
-         AND ($6::timestamptz IS NULL OR h.created_at < $6)
-         AND ($7::uuid IS NULL OR h.id = $7)
-       ORDER BY h.seq DESC
-       LIMIT $8)
-     ORDER BY entry_id DESC
-     LIMIT $8`,
-    [
-      accountId,
-      filter.beforeEntryId ?? null,
-      filter.type ?? null,
-      filter.direction ?? null,
-      filter.from ?? null,
-      filter.to ?? null,
-      filter.transactionId ?? null,
-      limit + 1,
-    ],
-  );
+  // The statement holds only the filters given, so each combination is a plain indexed query
+  // that is prepared and planned once per connection and then reused.
+  const values: unknown[] = [accountId, limit + 1];
+  const entry: string[] = [];
+  const hold: string[] = [];
+  const param = (value: unknown) => `$${values.push(value)}`;
+  if (filter.beforeEntryId !== undefined) {
+    const p = param(filter.beforeEntryId);
+    entry.push(`e.id < ${p}`);
+    hold.push(`h.seq < ${p}`);
+  }
+  if (filter.type !== undefined) {
+    const p = param(filter.type);
+    entry.push(`e.type = ${p}`);
+    hold.push(`h.type = ${p}`);
+  }
+  if (filter.direction !== undefined) {
+    entry.push(filter.direction === 'credit' ? 'e.amount > 0' : 'e.amount < 0');
+    if (filter.direction === 'credit') hold.push('false');
+  }
+  if (filter.from !== undefined) {
+    const p = param(filter.from);
+    entry.push(`e.created_at >= ${p}`);
+    hold.push(`h.created_at >= ${p}`);
+  }
+  if (filter.to !== undefined) {
+    const p = param(filter.to);
+    entry.push(`e.created_at < ${p}`);
+    hold.push(`h.created_at < ${p}`);
+  }
+  if (filter.transactionId !== undefined) {
+    const p = param(filter.transactionId);
+    entry.push(`e.transaction_id = ${p}`);
+    hold.push(`h.id = ${p}`);
+  }
+  const and = (conditions: string[]) => conditions.map((c) => ` AND ${c}`).join('');
+  const text = `
+    (SELECT e.id AS entry_id, e.transaction_id, e.type, e.amount, e.balance_after, e.created_at,
+            t.note, a.currency, cp.handle AS counterparty_handle, cp.name AS counterparty_name, 'posted' AS status
+       FROM entries e
+       JOIN ledger_transactions t ON t.id = e.transaction_id
+       JOIN accounts a ON a.id = e.account_id
+       LEFT JOIN LATERAL (
+         SELECT w.handle, coalesce(u.business_name, u.name) AS name
+           FROM entries o
+           JOIN wallets w ON w.account_id = o.account_id
+           JOIN users u ON u.id = w.user_id
+          WHERE o.transaction_id = e.transaction_id
+            AND o.account_id <> e.account_id
+            AND sign(o.amount) <> sign(e.amount)
+          ORDER BY abs(o.amount) DESC
+          LIMIT 1
+       ) cp ON true
+      WHERE e.account_id = $1${and(entry)}
+      ORDER BY e.id DESC
+      LIMIT $2)
+    UNION ALL
+    (SELECT h.seq, h.id, h.type, -h.amount, h.balance_at_hold, h.created_at,
+            NULL, a.currency, NULL, NULL, CASE h.status WHEN 'pending' THEN 'pending' ELSE 'failed' END
+       FROM holds h JOIN accounts a ON a.id = h.account_id
+      WHERE h.account_id = $1 AND h.status <> 'posted'${and(hold)}
+      ORDER BY h.seq DESC
+      LIMIT $2)
+    ORDER BY entry_id DESC
+    LIMIT $2`;
+  const shape = [filter.beforeEntryId, filter.type, filter.direction, filter.from, filter.to, filter.transactionId]
+    .map((v) => (v === undefined ? '0' : '1'))
+    .join('');
+  const { rows } = await db.query<Row>({ name: `history-${shape}${filter.direction ?? ''}`, text, values });
   const page = rows.slice(0, limit);
   return { items: page.map(toItem), entryIds: page.map((r) => r.entry_id), hasMore: rows.length > limit };
 }
