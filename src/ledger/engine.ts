@@ -194,6 +194,9 @@ export class LedgerEngine {
    * round trip is cheap but waiting for the event loop between them is not, so a batch waits
    * twice instead of five times. A failed write aborts the transaction, and the COMMIT queued
    * behind it then rolls back instead of committing.
+   *
+   * This relies on node-pg 8 queueing a query issued while another runs on the same client
+   * (it warns once that pg 9 will drop this), so package.json keeps pg within major version 8 (^8).
    */
   private async commitOnce(commands: PostingCommand[]): Promise<PostingResult[]> {
     const connecting = process.hrtime.bigint();
