@@ -70,7 +70,7 @@ export async function readHistory(
 ): Promise<{ items: HistoryItem[]; entryIds: number[]; hasMore: boolean }> {
   // The statement holds only the filters given, so each combination is a plain indexed query
   // that is prepared and planned once per connection and then reused.
-  const values: unknown[] = [[accountId], limit + 1];
+  const values: unknown[] = [accountId, limit + 1];
   const entry: string[] = [];
   const hold: string[] = [];
   const param = (value: unknown) => `$${values.push(value)}`;
@@ -121,17 +121,19 @@ export async function readHistory(
           ORDER BY abs(o.amount) DESC
           LIMIT 1
        ) cp ON true
-      WHERE e.account_id = ANY($1::bigint[])${and(entry)}
-      -- Only entries_account_history gives this order. Written as "= $1", the account would be
-      -- a constant the planner drops from the sort, and a backward walk of the primary key would
-      -- look as cheap to it as it is costly in truth: past everyone else's newer entries.
+      WHERE e.account_id = (SELECT $1::bigint)${and(entry)}
+      -- Only entries_account_history gives this order. Were the account a constant at plan time
+      -- ("= $1"), the planner would drop it from the sort key, and a backward walk of the primary
+      -- key would look as cheap to it as it is costly in truth: past everyone else's newer
+      -- entries. "(SELECT $1)" is known only when the query runs, so the account stays in the
+      -- sort key whether the plan is custom or generic.
       ORDER BY e.account_id, e.id DESC
       LIMIT $2)
     UNION ALL
     (SELECT h.seq, h.id, h.type, -h.amount, h.balance_at_hold, h.created_at,
             NULL, a.currency, NULL, NULL, CASE h.status WHEN 'pending' THEN 'pending' ELSE 'failed' END
        FROM holds h JOIN accounts a ON a.id = h.account_id
-      WHERE h.account_id = ANY($1::bigint[]) AND h.status <> 'posted'${and(hold)}
+      WHERE h.account_id = (SELECT $1::bigint) AND h.status <> 'posted'${and(hold)}
       ORDER BY h.account_id, h.seq DESC
       LIMIT $2)
     ORDER BY entry_id DESC
