@@ -30,3 +30,38 @@ export function verifySignature(
   const expected = createHmac('sha256', secret).update(`${timestamp}.`).update(rawBody).digest();
   return candidates.some((candidate) => timingSafeEqual(candidate, expected));
 }
+
+export interface Delivery {
+  event_id: string;
+  type: string;
+  webhook_status: number;
+  webhook_response: unknown;
+}
+
+/**
+ * Delivers a signed event the way a gateway or bank does: the JSON body, signed with the
+ * scheme above under `header`, POSTed to `url` with a timeout. Used by the sandboxes.
+ */
+export async function deliverSigned(
+  url: string,
+  header: string,
+  secret: string,
+  event: { id: string; type: string },
+  timeoutMs: number,
+): Promise<Delivery> {
+  const body = JSON.stringify(event);
+  const response = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', [header]: signPayload(secret, body, Math.floor(Date.now() / 1000)) },
+    body,
+    signal: AbortSignal.timeout(timeoutMs),
+  });
+  const text = await response.text();
+  let parsed: unknown = text;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    // Not JSON: keep the text as it came.
+  }
+  return { event_id: event.id, type: event.type, webhook_status: response.status, webhook_response: parsed };
+}

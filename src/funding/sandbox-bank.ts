@@ -2,18 +2,11 @@ import { randomBytes } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Db } from '../db/pool.js';
 import { DomainError } from '../errors.js';
-import { signPayload } from '../signatures.js';
+import { deliverSigned, type Delivery } from '../signatures.js';
 import type { BankEvent } from './withdrawals.js';
 import type { PayoutStatus } from './bank-client.js';
 
 export type SandboxBankMode = 'manual' | 'succeed' | 'fail' | 'never';
-
-export interface Delivery {
-  event_id: string;
-  type: BankEvent['type'];
-  webhook_status: number;
-  webhook_response: unknown;
-}
 
 export interface SandboxBankOptions {
   mode: SandboxBankMode;
@@ -89,21 +82,7 @@ export class SandboxBank {
     return this.deliver(event);
   }
 
-  async deliver(event: BankEvent): Promise<Delivery> {
-    const body = JSON.stringify(event);
-    const response = await fetch(this.options.webhookUrl(), {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', 'bank-signature': signPayload(this.options.secret, body, Math.floor(Date.now() / 1000)) },
-      body,
-      signal: AbortSignal.timeout(this.options.timeoutMs),
-    });
-    const text = await response.text();
-    let parsed: unknown = text;
-    try {
-      parsed = JSON.parse(text);
-    } catch {
-      // Not JSON: keep the text.
-    }
-    return { event_id: event.id, type: event.type, webhook_status: response.status, webhook_response: parsed };
+  deliver(event: BankEvent): Promise<Delivery> {
+    return deliverSigned(this.options.webhookUrl(), 'bank-signature', this.options.secret, event, this.options.timeoutMs);
   }
 }

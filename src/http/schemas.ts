@@ -62,6 +62,20 @@ export const IdempotencyHeaders = Type.Object(
   { additionalProperties: true },
 );
 
+/** What any PIN-authorized request that moves money can be refused with. */
+export const MONEY_MOVEMENT_ERRORS: ErrorCode[] = [
+  'idempotency_key_required',
+  'invalid_idempotency_key',
+  'idempotency_key_in_use',
+  'idempotency_key_reused',
+  'forbidden',
+  'invalid_pin',
+  'pin_locked',
+  'insufficient_funds',
+  'limit_exceeded',
+  'wallet_frozen',
+];
+
 /** Codes every route can answer with. */
 const COMMON: ErrorCode[] = ['validation_failed', 'internal_error', 'service_unavailable'];
 const AUTHENTICATED: ErrorCode[] = ['authentication_required', 'invalid_token'];

@@ -63,9 +63,6 @@ export function lookup(found: Map<string, StoredKey>, claim: IdempotencyClaim): 
   return found.get(mapKey(claim.principal, claim.key));
 }
 
-export function remember(found: Map<string, StoredKey>, claim: IdempotencyClaim, stored: StoredKey): void {
-  found.set(mapKey(claim.principal, claim.key), stored);
-}
 
 /**
  * Records keys with their responses. Must run in the same database transaction as the work

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { signPayload } from '../signatures.js';
+import { deliverSigned, type Delivery } from '../signatures.js';
 import type { Db } from '../db/pool.js';
 import { DomainError } from '../errors.js';
 import type { GatewayEvent, PaymentService } from './service.js';
@@ -9,13 +9,6 @@ export interface SandboxOptions {
   /** Where to deliver webhooks; resolved at call time because the port is known only after listen. */
   webhookUrl: () => string;
   timeoutMs: number;
-}
-
-export interface Delivery {
-  event_id: string;
-  type: GatewayEvent['type'];
-  webhook_status: number;
-  webhook_response: unknown;
 }
 
 /**
@@ -62,24 +55,7 @@ export class SandboxGateway {
     return rows[0];
   }
 
-  async deliver(event: GatewayEvent): Promise<Delivery> {
-    const body = JSON.stringify(event);
-    const response = await fetch(this.options.webhookUrl(), {
-      method: 'POST',
-      headers: {
-        'content-type': 'application/json',
-        'gateway-signature': signPayload(this.options.secret, body, Math.floor(Date.now() / 1000)),
-      },
-      body,
-      signal: AbortSignal.timeout(this.options.timeoutMs),
-    });
-    const text = await response.text();
-    let parsed: unknown = text;
-    try {
-      parsed = JSON.parse(text);
-    } catch {
-      // Not JSON: keep the text as it came.
-    }
-    return { event_id: event.id, type: event.type, webhook_status: response.status, webhook_response: parsed };
+  deliver(event: GatewayEvent): Promise<Delivery> {
+    return deliverSigned(this.options.webhookUrl(), 'gateway-signature', this.options.secret, event, this.options.timeoutMs);
   }
 }

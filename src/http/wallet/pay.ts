@@ -3,7 +3,7 @@ import type { RouteModule } from '../context.js';
 import { principalOf } from '../context.js';
 import { authenticate } from '../guards.js';
 import { claimFor } from '../idempotency.js';
-import { Amount, HistoryItemSchema, Id, IdempotencyHeaders, Pin, bearer, errorResponses } from '../schemas.js';
+import { Amount, HistoryItemSchema, Id, IdempotencyHeaders, Pin, bearer, errorResponses, MONEY_MOVEMENT_ERRORS } from '../schemas.js';
 
 export const pay: RouteModule = (app, ctx) => {
   app.post(
@@ -31,24 +31,7 @@ export const pay: RouteModule = (app, ctx) => {
             balance: Type.Integer({ description: "The payer's posted balance afterwards (cashback included)" }),
             cashback: Type.Optional(Type.Object({ amount: Type.Integer(), campaign_id: Id, transaction_id: Id })),
           }),
-          ...errorResponses(
-            [
-              'idempotency_key_required',
-              'invalid_idempotency_key',
-              'invalid_pin',
-              'forbidden',
-              'merchant_not_found',
-              'idempotency_key_in_use',
-              'idempotency_key_reused',
-              'insufficient_funds',
-              'same_wallet',
-              'limit_exceeded',
-              'currency_mismatch',
-              'wallet_frozen',
-              'pin_locked',
-            ],
-            { authenticated: true },
-          ),
+          ...errorResponses([...MONEY_MOVEMENT_ERRORS, 'merchant_not_found', 'same_wallet', 'currency_mismatch'], { authenticated: true }),
         },
       },
     },

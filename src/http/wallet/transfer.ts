@@ -3,7 +3,7 @@ import type { RouteModule } from '../context.js';
 import { principalOf } from '../context.js';
 import { authenticate } from '../guards.js';
 import { claimFor } from '../idempotency.js';
-import { Amount, HistoryItemSchema, IdempotencyHeaders, Pin, bearer, errorResponses } from '../schemas.js';
+import { Amount, HistoryItemSchema, IdempotencyHeaders, Pin, bearer, errorResponses, MONEY_MOVEMENT_ERRORS } from '../schemas.js';
 
 export const transfer: RouteModule = (app, ctx) => {
   app.post(
@@ -29,24 +29,7 @@ export const transfer: RouteModule = (app, ctx) => {
             transaction: HistoryItemSchema,
             balance: Type.Integer({ description: "The sender's posted balance after the transfer" }),
           }),
-          ...errorResponses(
-            [
-              'idempotency_key_required',
-              'invalid_idempotency_key',
-              'invalid_pin',
-              'forbidden',
-              'wallet_not_found',
-              'idempotency_key_in_use',
-              'idempotency_key_reused',
-              'insufficient_funds',
-              'same_wallet',
-              'limit_exceeded',
-              'currency_mismatch',
-              'wallet_frozen',
-              'pin_locked',
-            ],
-            { authenticated: true },
-          ),
+          ...errorResponses([...MONEY_MOVEMENT_ERRORS, 'wallet_not_found', 'same_wallet', 'currency_mismatch'], { authenticated: true }),
         },
       },
     },

@@ -3,7 +3,7 @@ import type { RouteModule } from '../context.js';
 import { principalOf } from '../context.js';
 import { authenticate } from '../guards.js';
 import { claimFor } from '../idempotency.js';
-import { Amount, Id, IdempotencyHeaders, Pin, Timestamp, bearer, errorResponses } from '../schemas.js';
+import { Amount, Id, IdempotencyHeaders, Pin, Timestamp, bearer, errorResponses, MONEY_MOVEMENT_ERRORS } from '../schemas.js';
 
 export const withdraw: RouteModule = (app, ctx) => {
   app.post(
@@ -19,22 +19,7 @@ export const withdraw: RouteModule = (app, ctx) => {
         body: Type.Object({ amount: Amount, pin: Pin, bank_account: Type.String({ minLength: 1, maxLength: 64, description: 'A bank account id from POST /wallet/bank-accounts' }) }, { additionalProperties: false }),
         response: {
           202: Type.Object({ withdrawal_id: Id, status: Type.Literal('pending'), amount: Type.Integer() }),
-          ...errorResponses(
-            [
-              'idempotency_key_required',
-              'invalid_idempotency_key',
-              'invalid_pin',
-              'forbidden',
-              'bank_account_not_found',
-              'idempotency_key_in_use',
-              'idempotency_key_reused',
-              'insufficient_funds',
-              'limit_exceeded',
-              'wallet_frozen',
-              'pin_locked',
-            ],
-            { authenticated: true },
-          ),
+          ...errorResponses([...MONEY_MOVEMENT_ERRORS, 'bank_account_not_found'], { authenticated: true }),
         },
       },
     },
