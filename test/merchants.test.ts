@@ -359,6 +359,23 @@ describe('admin funding and adjustments', () => {
     assert.equal(after.balances, before.balances);
   });
 
+  it('concurrent adjustments: one key moves money once; concurrent drains never overdraw', async () => {
+    const target = await registerUser(t, { name: 'Raced' });
+    const key = newKey();
+    const same = await Promise.all(
+      Array.from({ length: 10 }, () => adjust({ from: 'system:adjustments', to: target.wallet.handle, amount: 1_000, reason: 'raced credit' }, key)),
+    );
+    assert.ok(same.every((r) => r.statusCode === 201 || r.statusCode === 409), same.map((r) => r.statusCode).join(','));
+    assert.equal(await balanceOf(t, target), 1_000);
+    const drains = await Promise.all(
+      Array.from({ length: 10 }, () => adjust({ from: target.wallet.handle, to: 'system:adjustments', amount: 300, reason: 'raced debit' })),
+    );
+    assert.equal(drains.filter((r) => r.statusCode === 201).length, 3);
+    for (const r of drains.filter((x) => x.statusCode !== 201)) assert.equal(r.json().code, 'insufficient_funds');
+    assert.equal(await balanceOf(t, target), 100);
+    await assertInvariants(t.db);
+  });
+
   it('is for admins only', async () => {
     const res = await adjust({ from: 'system:adjustments', to: user.wallet.handle, amount: 1, reason: 'self-service' }, newKey(), user);
     assert.equal(res.statusCode, 403);
