@@ -67,6 +67,18 @@ describe('add money and the gateway webhook', () => {
     assert.equal(reused.json().code, 'idempotency_key_reused');
   });
 
+  it('20 concurrent add-money requests with one key create one payment attempt', async () => {
+    const key = newKey();
+    const before = await snapshot(t.db);
+    const answers = await Promise.all(
+      Array.from({ length: 20 }, () => t.app.inject({ method: 'POST', url: '/wallet/add-money', headers: auth(user, key), payload: { amount: 777 } })),
+    );
+    const ok = answers.filter((r) => r.statusCode === 201);
+    assert.equal(ok.length + answers.filter((r) => r.statusCode === 409).length, 20);
+    assert.equal(new Set(ok.map((r) => r.json().payment_id)).size, 1);
+    assert.equal((await snapshot(t.db)).payments, before.payments + 1);
+  });
+
   for (const [what, payload, code] of [
     ['a zero amount', { amount: 0 }, 'validation_failed'],
     ['a string amount', { amount: '100' }, 'validation_failed'],

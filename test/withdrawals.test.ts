@@ -194,6 +194,18 @@ describe('withdrawals, bank settled by hand', () => {
     assert.equal((await wallet(t, user)).available_balance, available);
   });
 
+  it('concurrent withdrawals can hold only what is available; held equals the pending holds', async () => {
+    const racer = await registerUser(t, { name: 'Racer' });
+    const b = await addBank(t, racer, '555566667777');
+    await fund(t, racer, 10_000);
+    const answers = await Promise.all(Array.from({ length: 10 }, () => withdraw(t, racer, 3_000, b)));
+    assert.equal(answers.filter((r) => r.statusCode === 202).length, 3, answers.map((r) => r.statusCode).join(','));
+    for (const r of answers.filter((x) => x.statusCode !== 202)) assert.equal(r.json().code, 'insufficient_funds');
+    const w = await wallet(t, racer);
+    assert.deepEqual([w.balance, w.held_balance, w.available_balance], [10_000, 9_000, 1_000]);
+    await assertInvariants(t.db);
+  });
+
   it('replays a retried withdrawal and refuses a changed one', async () => {
     const key = newKey();
     const first = await withdraw(t, user, 100, bank, key);
