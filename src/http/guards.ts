@@ -17,3 +17,8 @@ export function authenticate(ctx: Context) {
 export async function requireAdmin(request: FastifyRequest): Promise<void> {
   if (request.principal?.role !== 'admin') throw new DomainError('forbidden', 'This route is for administrators');
 }
+
+/** preValidation hook for routes whose body is optional: no body validates as `{}`. */
+export async function optionalBody(request: FastifyRequest): Promise<void> {
+  request.body ??= {};
+}

@@ -1,7 +1,7 @@
 import { Type } from 'typebox';
 import type { RouteModule } from '../context.js';
 import { principalOf } from '../context.js';
-import { authenticate, requireAdmin } from '../guards.js';
+import { authenticate, optionalBody, requireAdmin } from '../guards.js';
 import { Handle, Id, bearer, errorResponses } from '../schemas.js';
 
 const Result = Type.Object({ id: Id, handle: Handle, status: Type.Union([Type.Literal('active'), Type.Literal('frozen')]) });
@@ -13,10 +13,7 @@ function statusRoute(action: 'freeze' | 'unfreeze'): RouteModule {
       `/admin/wallets/:id/${action}`,
       {
         onRequest: [authenticate(ctx), requireAdmin],
-        // The body is optional: no body means no reason given.
-        preValidation: async (request) => {
-          request.body ??= {};
-        },
+        preValidation: optionalBody,
         schema: {
           tags: ['admin'],
           summary: action === 'freeze' ? 'Freeze a wallet: it can neither send nor receive' : 'Unfreeze a wallet',

@@ -1,7 +1,7 @@
 import { Type } from 'typebox';
 import type { RouteModule } from '../context.js';
 import { principalOf } from '../context.js';
-import { authenticate } from '../guards.js';
+import { authenticate, optionalBody } from '../guards.js';
 import { claimFor } from '../idempotency.js';
 import { Amount, HistoryItemSchema, Id, IdempotencyHeaders, Timestamp, bearer, errorResponses } from '../schemas.js';
 
@@ -10,9 +10,7 @@ export const refund: RouteModule = (app, ctx) => {
     '/merchant/payments/:transaction_id/refund',
     {
       onRequest: authenticate(ctx),
-      preValidation: async (request) => {
-        request.body ??= {};
-      },
+      preValidation: optionalBody,
       schema: {
         tags: ['merchants'],
         summary: 'Refund all or part of a payment to the calling merchant',
