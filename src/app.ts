@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import Fastify, { type FastifyBaseLogger, type FastifyError } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyReply } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
@@ -32,6 +32,10 @@ import { Problem, errorResponses } from './http/schemas.js';
 import { routes } from './http/routes.js';
 import { IdempotentResponder } from './http/idempotency.js';
 import type { App, Context } from './http/context.js';
+import { enforceRateLimits } from './http/rate-limits.js';
+import { securityHeaders, MethodIndex, rejectNulCharacters } from './http/hardening.js';
+import { RateLimiter, RedisCounters } from './limits/rate-limiter.js';
+import { LedgerWatch } from './jobs/ledger-watch.js';
 
 const addFormats = addFormatsModule as unknown as (ajv: Ajv) => Ajv;
 
@@ -84,7 +88,13 @@ export async function buildApp(options: BuildOptions): Promise<{ app: App; ctx: 
       return typeof incoming === 'string' && /^[\w.-]{1,64}$/.test(incoming) ? incoming : randomUUID();
     },
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false } },
-    routerOptions: { ignoreTrailingSlash: true },
+    trustProxy: config.trustProxyHops > 0 ? (_address: string, hop: number) => hop < config.trustProxyHops : false,
+    // Longer than any path parameter's maxLength, so that validation answers, not the router.
+    routerOptions: { ignoreTrailingSlash: true, maxParamLength: 2048 },
+    // Malformed URLs and over-long parameters are caught by the router before any route runs.
+    frameworkErrors: (error, _request, reply) => {
+      void (reply as FastifyReply).code(400).type('application/problem+json').send(problem('validation_failed', error.message.slice(0, 200)));
+    },
   }).withTypeProvider<TypeBoxTypeProvider>();
   app.setValidatorCompiler(validators());
 
@@ -153,7 +163,9 @@ export async function buildApp(options: BuildOptions): Promise<{ app: App; ctx: 
   const jobs = new RecoveryJobs(payments, gateway, withdrawals, app.log);
   const campaigns = new CampaignIndex(db);
   const merchants = new MerchantService(db, engine, wallets, systemAccounts, campaigns, { feeBps: config.merchantFeeBps });
-  const admin = new AdminService(db, metrics);
+  const watch = new LedgerWatch(db, metrics, app.log);
+  app.addHook('onClose', async () => watch.stop());
+  const admin = new AdminService(db, watch);
   const funding = new FundingService(db, engine, wallets, systemAccounts, campaigns);
   const idempotency = new IdempotentResponder(db);
   const ctx: Context = {
@@ -173,22 +185,52 @@ export async function buildApp(options: BuildOptions): Promise<{ app: App; ctx: 
     withdrawals,
     sandboxBank,
     jobs,
+    watch,
   };
+
+  let lastRedisWarning = 0;
+  const limiter = new RateLimiter(
+    config.redisUrl
+      ? new RedisCounters(config.redisUrl, config.redisTimeoutMs, (error) => {
+          // Redis reconnects on its own; say so now and then, not on every retry.
+          if (Date.now() - lastRedisWarning < 10_000) return;
+          lastRedisWarning = Date.now();
+          app.log.warn({ err: error }, 'Redis for rate limits is unavailable; counting in this process until it is back');
+        })
+      : undefined,
+    {
+      fallback: () => metrics.rateLimitFallbacks.inc(),
+      refused: (limit) => metrics.rateLimited.inc({ limit }),
+    },
+  );
+  metrics.probes.rateLimitRedisUp = () => limiter.sharedStoreUp;
+  app.addHook('onClose', async () => limiter.close());
+  const methods = new MethodIndex();
 
   // JSON only: Fastify's built-in text/plain parser would let a string body reach validation.
   app.removeContentTypeParser('text/plain');
   // Every route can fail on our side, and every route that takes a body can refuse it for
   // its size or media type: document those once here instead of in every route.
   app.addHook('onRoute', (route) => {
+    methods.add(route.url, [route.method].flat());
     const response = (route.schema as { response?: Record<number, unknown> } | undefined)?.response;
     if (!response) return;
     const takesBody = [route.method].flat().some((m) => m === 'POST' || m === 'PUT' || m === 'PATCH');
-    Object.assign(response, errorResponses(takesBody ? ['payload_too_large', 'unsupported_media_type'] : []), { ...response });
+    const limited = route.config?.rateLimit !== undefined;
+    Object.assign(
+      response,
+      errorResponses([...(takesBody ? ['payload_too_large', 'unsupported_media_type'] as const : []), ...(limited ? ['rate_limited'] as const : [])]),
+      { ...response },
+    );
   });
 
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
+    if (request.is404) methods.refuseOtherMethods(request, reply);
   });
+  app.addHook('preValidation', rejectNulCharacters);
+  app.addHook('preValidation', enforceRateLimits(limiter, config.rateLimits));
+  app.addHook('onSend', securityHeaders);
   app.addHook('onResponse', async (request, reply) => {
     const route = request.routeOptions.url ?? 'unmatched';
     metrics.httpRequests.inc({ method: request.method, route, status: String(reply.statusCode) });
@@ -232,10 +274,19 @@ function toProblem(error: FastifyError): { status: number; body: ReturnType<type
   if (error instanceof DomainError) return { status: error.status, body: problem(error.code, error.detail, error.extra) };
   if (error.validation) {
     const first = error.validation[0];
+    if (error.validationContext === 'headers') {
+      const missing = (first?.params as { missingProperty?: string } | undefined)?.missingProperty;
+      if (missing === 'idempotency-key') return { status: 400, body: problem('idempotency_key_required', 'Send an Idempotency-Key header with every request that moves money') };
+      if (first?.instancePath === '/idempotency-key') return { status: 400, body: problem('invalid_idempotency_key', 'The Idempotency-Key must be 1 to 255 printable ASCII characters') };
+    }
     const where = error.validationContext ?? 'request';
     const path = first?.instancePath ? `${where}${first.instancePath.replace(/\//g, '.')}` : where;
     const field = (first?.params as { additionalProperty?: string } | undefined)?.additionalProperty;
-    const detail = field ? `${path} has an unknown field "${field}"` : `${path} ${first?.message ?? 'is not valid'}`;
+    const detail = field
+      ? `${path} has an unknown field "${field}"`
+      : first?.keyword === 'false schema'
+        ? `${path} is not allowed here`
+        : `${path} ${first?.message ?? 'is not valid'}`;
     return { status: 400, body: problem('validation_failed', detail) };
   }
   switch (error.code) {

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import type { Rate } from './limits/rate-limiter.js';
 
 /** Every setting of the service, typed and validated once at start. Units last in names. */
 export interface Config {
@@ -13,6 +14,13 @@ export interface Config {
   embeddedPostgresPort: number;
   databasePoolSize: number;
   redisUrl: string | undefined;
+  /** Each Redis command gives up after this long and the limiter counts in memory instead. */
+  redisTimeoutMs: number;
+  /** Trust X-Forwarded-For from this many proxies in front (0: use the socket's address). */
+  trustProxyHops: number;
+  rateLimits: RateLimits;
+  /** How often the in-process reconciliation checks the ledger; 0 turns it off. */
+  reconcileIntervalSeconds: number;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   publicUrl: string;
   jwtSecret: string;
@@ -56,6 +64,17 @@ export interface Config {
   ledgerConcurrentBatches: number;
 }
 
+/** Abuse limits; a rule that is null is off. */
+export interface RateLimits {
+  enabled: boolean;
+  loginPerIp: Rate | null;
+  loginPerAccount: Rate | null;
+  registerPerIp: Rate | null;
+  pinPerUser: Rate | null;
+  pinPerIp: Rate | null;
+  webhookPerIp: Rate | null;
+}
+
 export class ConfigError extends Error {}
 
 type Env = Record<string, string | undefined>;
@@ -87,6 +106,18 @@ function oneOf<T extends string>(env: Env, name: string, values: readonly T[], f
   if (raw === undefined || raw === '') return fallback;
   if (!values.includes(raw as T)) throw new ConfigError(`${name} must be one of ${values.join(', ')}, got "${raw}"`);
   return raw as T;
+}
+
+/** "<count>/<seconds>", e.g. "10/60" for ten per minute; "0" turns the rule off. */
+function rate(env: Env, name: string, fallback: Rate): Rate | null {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  if (raw === '0') return null;
+  const match = /^(\d{1,9})\/(\d{1,7})$/.exec(raw);
+  if (!match || Number(match[1]) < 1 || Number(match[2]) < 1) {
+    throw new ConfigError(`${name} must be "<count>/<seconds>" such as "10/60", or 0 to turn it off; got "${raw}"`);
+  }
+  return { limit: Number(match[1]), windowSeconds: Number(match[2]) };
 }
 
 function timeZone(env: Env, name: string, fallback: string): string {
@@ -183,6 +214,18 @@ export function loadConfig(env: Env = process.env): { config: Config; warnings: 
     embeddedPostgresPort: integer(env, 'EMBEDDED_POSTGRES_PORT', 54329, 1024, 65535),
     databasePoolSize: integer(env, 'DATABASE_POOL_SIZE', 20, 1, 500),
     redisUrl: url(env, 'REDIS_URL', ['redis:', 'rediss:']),
+    redisTimeoutMs: integer(env, 'REDIS_TIMEOUT_MS', 250, 10, 10_000),
+    trustProxyHops: integer(env, 'TRUST_PROXY_HOPS', 0, 0, 10),
+    rateLimits: {
+      enabled: boolean(env, 'RATE_LIMITS_ENABLED', true),
+      loginPerIp: rate(env, 'RATE_LIMIT_LOGIN_PER_IP', { limit: 60, windowSeconds: 60 }),
+      loginPerAccount: rate(env, 'RATE_LIMIT_LOGIN_PER_ACCOUNT', { limit: 10, windowSeconds: 300 }),
+      registerPerIp: rate(env, 'RATE_LIMIT_REGISTER_PER_IP', { limit: 20, windowSeconds: 3600 }),
+      pinPerUser: rate(env, 'RATE_LIMIT_PIN_PER_USER', { limit: 60, windowSeconds: 60 }),
+      pinPerIp: rate(env, 'RATE_LIMIT_PIN_PER_IP', { limit: 600, windowSeconds: 60 }),
+      webhookPerIp: rate(env, 'RATE_LIMIT_WEBHOOK_PER_IP', { limit: 6000, windowSeconds: 60 }),
+    },
+    reconcileIntervalSeconds: integer(env, 'RECONCILE_INTERVAL_SECONDS', 300, 0, 7 * 86_400),
     logLevel: logLevel as Config['logLevel'],
     publicUrl: (url(env, 'PUBLIC_URL', ['http:', 'https:']) ?? `http://localhost:${port}`).replace(/\/$/, ''),
     ...secrets,
@@ -213,8 +256,5 @@ export function loadConfig(env: Env = process.env): { config: Config; warnings: 
     ledgerMaxBatchSize: integer(env, 'LEDGER_MAX_BATCH_SIZE', 512, 1, 10_000),
     ledgerConcurrentBatches: integer(env, 'LEDGER_CONCURRENT_BATCHES', 2, 1, 16),
   };
-  if (config.redisUrl) {
-    warnings.push('REDIS_URL is set but nothing in this version uses Redis yet; it is accepted and ignored');
-  }
   return { config, warnings };
 }

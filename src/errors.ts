@@ -16,6 +16,7 @@ export const ERRORS = {
   forbidden: { status: 403, title: 'You may not do this' },
   invalid_pin: { status: 403, title: 'The PIN is wrong' },
   not_found: { status: 404, title: 'No such route' },
+  method_not_allowed: { status: 405, title: 'The route does not take this method' },
   wallet_not_found: { status: 404, title: 'No such wallet' },
   payment_not_found: { status: 404, title: 'No such payment' },
   transaction_not_found: { status: 404, title: 'No such transaction' },
@@ -37,6 +38,7 @@ export const ERRORS = {
   currency_mismatch: { status: 422, title: 'The wallets hold different currencies' },
   wallet_frozen: { status: 423, title: 'The wallet is frozen' },
   pin_locked: { status: 423, title: 'Too many wrong PINs; PIN-authorized requests are locked' },
+  rate_limited: { status: 429, title: 'Too many requests; retry after the time in Retry-After' },
   internal_error: { status: 500, title: 'Something went wrong on our side' },
   service_unavailable: { status: 503, title: 'The service is temporarily unavailable' },
 } as const satisfies Record<string, { status: number; title: string }>;

@@ -28,6 +28,7 @@ async function main(): Promise<void> {
   logger.info({ startup_ms: Date.now() - started, embedded_postgres: Boolean(embedded) }, 'wallet service ready');
   // Unfinished work from before a crash is picked up now, then on a schedule.
   ctx.jobs.start(config.recoveryIntervalSeconds);
+  ctx.watch.start(config.reconcileIntervalSeconds);
 
   let stopping = false;
   const shutdown = async (signal: string) => {
@@ -40,6 +41,7 @@ async function main(): Promise<void> {
     }, config.shutdownGraceMs + 5_000);
     force.unref();
     await ctx.jobs.stop();
+    await ctx.watch.stop();
     await app.close();
     await ctx.engine.idle();
     await db.end();

@@ -3,9 +3,12 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 /** Every Prometheus metric of the service, in one registry per app instance. */
 export function createMetrics() {
   const registry = new Registry();
+  /** Read at scrape time; the app points them at what they observe. */
+  const probes = { rateLimitRedisUp: (): boolean => false };
   collectDefaultMetrics({ register: registry });
   return {
     registry,
+    probes,
     httpRequests: new Counter({
       name: 'http_requests_total',
       help: 'HTTP requests answered, by route, method and status',
@@ -55,10 +58,44 @@ export function createMetrics() {
       labelNames: ['type'] as const,
       registers: [registry],
     }),
-    reconciliationMismatches: new Gauge({
-      name: 'ledger_reconciliation_mismatches',
-      help: 'Mismatches found by the last reconciliation run',
+    invariantViolations: new Gauge({
+      name: 'ledger_invariant_violations',
+      help: 'Ledger invariant violations found by the last reconciliation (0 is the only good value)',
       registers: [registry],
+    }),
+    reconciliationLastRun: new Gauge({
+      name: 'ledger_reconciliation_last_run_timestamp_seconds',
+      help: 'When the last reconciliation finished (Unix seconds)',
+      registers: [registry],
+    }),
+    reconciliationDuration: new Gauge({
+      name: 'ledger_reconciliation_duration_seconds',
+      help: 'How long the last reconciliation took',
+      registers: [registry],
+    }),
+    reconciliationFailures: new Counter({
+      name: 'ledger_reconciliation_errors_total',
+      help: 'Scheduled reconciliations that could not run to the end (database unavailable, ...)',
+      registers: [registry],
+    }),
+    rateLimited: new Counter({
+      name: 'http_rate_limited_total',
+      help: 'Requests refused with 429, by the limit that refused them',
+      labelNames: ['limit'] as const,
+      registers: [registry],
+    }),
+    rateLimitFallbacks: new Counter({
+      name: 'rate_limit_redis_fallbacks_total',
+      help: 'Rate-limit checks counted in process memory because Redis failed to answer',
+      registers: [registry],
+    }),
+    rateLimitRedisUp: new Gauge({
+      name: 'rate_limit_redis_up',
+      help: '1 when the shared Redis store for rate limits is connected (0 when absent or down)',
+      registers: [registry],
+      collect() {
+        this.set(probes.rateLimitRedisUp() ? 1 : 0);
+      },
     }),
   };
 }

@@ -154,9 +154,16 @@ describe('operations', () => {
     const transferOp = spec.paths['/wallet/transfer'].post;
     assert.ok(transferOp.requestBody.content['application/json'].schema.properties.amount);
     assert.deepEqual(transferOp.security, [{ bearerAuth: [] }]);
+    // Errors are documented with the media type they are sent with, and limited routes document 429.
+    assert.ok(transferOp.responses['422'].content['application/problem+json'].schema);
+    assert.ok(transferOp.responses['429'], 'a PIN-authorized route documents 429');
+    assert.ok(spec.paths['/auth/login'].post.responses['429'], 'login documents 429');
+    assert.equal(spec.paths['/wallet'].get.responses['429'], undefined, 'unlimited routes do not');
+    assert.ok(transferOp.parameters.some((p: { in: string; name: string; required: boolean }) => p.in === 'header' && p.name === 'idempotency-key' && p.required));
     const text = JSON.stringify(spec);
     for (const code of Object.keys(ERRORS)) {
-      if (code === 'not_found') continue; // the catch-all for unknown routes, which have no operation
+      // The answers for unknown routes and unknown methods, which have no operation to document them.
+      if (code === 'not_found' || code === 'method_not_allowed') continue;
       assert.ok(text.includes(code), `error code ${code} appears in the spec`);
     }
     for (const [path, item] of Object.entries(spec.paths as Record<string, Record<string, { responses: Record<string, unknown> }>>)) {

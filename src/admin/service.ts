@@ -2,10 +2,9 @@ import { isUuid } from '../ids.js';
 import type { Db } from '../db/pool.js';
 import { withTransaction } from '../db/transaction.js';
 import { DomainError } from '../errors.js';
-import { reconcile, type Reconciliation } from '../ledger/reconcile.js';
+import type { Reconciliation } from '../ledger/reconcile.js';
+import type { LedgerWatch } from '../jobs/ledger-watch.js';
 import { auditRow, writeAudit } from './audit.js';
-import type { Metrics } from '../metrics.js';
-
 
 export interface FrozenView {
   id: string;
@@ -16,13 +15,12 @@ export interface FrozenView {
 export class AdminService {
   constructor(
     private readonly db: Db,
-    private readonly metrics: Metrics,
+    private readonly watch: LedgerWatch,
   ) {}
 
-  async reconciliation(): Promise<Reconciliation> {
-    const result = await reconcile(this.db);
-    this.metrics.reconciliationMismatches.set(result.mismatches.length);
-    return result;
+  /** Runs the same check as the schedule, so the metrics always show the latest outcome. */
+  reconciliation(): Promise<Reconciliation> {
+    return this.watch.check();
   }
 
   /** Freezes or unfreezes a wallet and records who did it in the append-only audit log. */

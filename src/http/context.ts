@@ -17,6 +17,7 @@ import type { BankAccounts } from '../funding/bank-accounts.js';
 import type { WithdrawalService } from '../funding/withdrawals.js';
 import type { SandboxBank } from '../funding/sandbox-bank.js';
 import type { RecoveryJobs } from '../jobs/recovery.js';
+import type { LedgerWatch } from '../jobs/ledger-watch.js';
 
 /** Everything a route may call. Routes never touch SQL: they call these services. */
 export interface Context {
@@ -36,6 +37,7 @@ export interface Context {
   withdrawals: WithdrawalService;
   sandboxBank: SandboxBank;
   jobs: RecoveryJobs;
+  watch: LedgerWatch;
 }
 
 export type App = FastifyInstance<RawServerDefault, IncomingMessage, ServerResponse, FastifyBaseLogger, TypeBoxTypeProvider>;

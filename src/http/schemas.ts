@@ -55,9 +55,12 @@ export function PageOf(item: TSchema) {
 
 export const IdempotencyHeaders = Type.Object(
   {
-    'idempotency-key': Type.Optional(
-      Type.String({ description: 'Required: 1-255 printable ASCII characters. Retries with the same key return the first answer.' }),
-    ),
+    'idempotency-key': Type.String({
+      minLength: 1,
+      maxLength: 255,
+      pattern: '^[\\x20-\\x7E]+$',
+      description: '1-255 printable ASCII characters. Retries with the same key return the first answer.',
+    }),
   },
   { additionalProperties: true },
 );
@@ -84,13 +87,16 @@ const AUTHENTICATED: ErrorCode[] = ['authentication_required', 'invalid_token'];
  * The error responses of a route, grouped by status, each listing its codes, so the
  * OpenAPI document names every error a route can return.
  */
-export function errorResponses(codes: ErrorCode[], options: { authenticated?: boolean } = {}): Record<number, TSchema> {
+export function errorResponses(codes: readonly ErrorCode[], options: { authenticated?: boolean } = {}): Record<number, unknown> {
   const all = [...new Set([...codes, ...COMMON, ...(options.authenticated ? AUTHENTICATED : [])])];
   const byStatus = new Map<number, ErrorCode[]>();
   for (const code of all) byStatus.set(ERRORS[code].status, [...(byStatus.get(ERRORS[code].status) ?? []), code]);
-  const responses: Record<number, TSchema> = {};
+  const responses: Record<number, unknown> = {};
   for (const [status, list] of byStatus) {
-    responses[status] = Type.Ref('Problem', { description: `application/problem+json; code: ${list.join(', ')}` });
+    responses[status] = {
+      description: `code: ${list.join(', ')}`,
+      content: { 'application/problem+json': { schema: Type.Ref('Problem') } },
+    };
   }
   return responses;
 }

@@ -15,6 +15,7 @@ export const reconciliation: RouteModule = (app, ctx) => {
         response: {
           200: Type.Object({
             ok: Type.Boolean(),
+            violations: Type.Integer({ description: 'Every invariant violation found; mismatches lists the first 100' }),
             checked_accounts: Type.Integer(),
             checked_transactions: Type.Integer(),
             total_balance: Type.Integer({ description: 'Sum of all balances; always 0 in a sound ledger' }),

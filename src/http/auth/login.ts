@@ -13,6 +13,7 @@ export const login: RouteModule = (app, ctx) => {
   app.post(
     '/auth/login',
     {
+      config: { rateLimit: 'login' },
       schema: {
         tags: ['auth'],
         summary: 'Log in and get an access and a refresh token',

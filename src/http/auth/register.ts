@@ -1,5 +1,4 @@
 import { Type } from 'typebox';
-import { DomainError } from '../../errors.js';
 import type { RouteModule } from '../context.js';
 import { Pin, UserSchema, WalletSummarySchema, errorResponses } from '../schemas.js';
 
@@ -13,13 +12,20 @@ const Body = Type.Object(
     role: Type.Optional(Type.Union([Type.Literal('customer'), Type.Literal('merchant')], { default: 'customer' })),
     business_name: Type.Optional(Type.String({ minLength: 1, maxLength: 100 })),
   },
-  { additionalProperties: false },
+  {
+    additionalProperties: false,
+    // A merchant needs a business name; nobody else may send one.
+    if: { properties: { role: { const: 'merchant' } }, required: ['role'] },
+    then: { required: ['business_name'] },
+    else: { properties: { business_name: false } },
+  },
 );
 
 export const register: RouteModule = (app, ctx) => {
   app.post(
     '/auth/register',
     {
+      config: { rateLimit: 'register' },
       schema: {
         tags: ['auth'],
         summary: 'Create a user and their wallet',
@@ -33,12 +39,6 @@ export const register: RouteModule = (app, ctx) => {
     async (request, reply) => {
       const body = request.body;
       const role = body.role ?? 'customer';
-      if (role === 'merchant' && !body.business_name) {
-        throw new DomainError('validation_failed', 'body.business_name is required for a merchant');
-      }
-      if (role !== 'merchant' && body.business_name !== undefined) {
-        throw new DomainError('validation_failed', 'body.business_name is only for merchants');
-      }
       const result = await ctx.auth.register({
         email: body.email,
         password: body.password,

@@ -1,6 +1,6 @@
 import { Type } from 'typebox';
 import type { RouteModule } from '../context.js';
-import { errorResponses } from '../schemas.js';
+import { Amount, errorResponses } from '../schemas.js';
 
 const Payout = Type.Object({ reference: Type.String(), status: Type.String(), submissions: Type.Integer({ description: 'How many times the payout was submitted (should be 1)' }) });
 const Reference = Type.Object({ reference: Type.String({ maxLength: 255 }) });
@@ -17,7 +17,7 @@ export const sandboxBank: RouteModule = (app, ctx) => {
         body: Type.Object(
           {
             reference: Type.String({ minLength: 1, maxLength: 255 }),
-            amount: Type.Integer({ minimum: 1 }),
+            amount: Amount,
             currency: Type.String({ pattern: '^[A-Z]{3}$' }),
             account_number: Type.String({ pattern: '^[0-9]{9,18}$' }),
             ifsc: Type.String({ maxLength: 11 }),

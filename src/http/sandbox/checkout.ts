@@ -1,10 +1,11 @@
+import { randomBytes } from 'node:crypto';
 import { Type } from 'typebox';
 import type { RouteModule } from '../context.js';
 import { errorResponses } from '../schemas.js';
 
 const escape = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
-function page(id: string, amount: number, currency: string, status: string): string {
+function page(id: string, amount: number, currency: string, status: string, nonce: string): string {
   const major = `${Math.trunc(amount / 100)}.${String(amount % 100).padStart(2, '0')}`;
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Sandbox checkout</title>
@@ -15,7 +16,7 @@ button{font-size:1rem;padding:.6rem 1.2rem;margin-right:.5rem}</style></head>
 <p>Amount: <strong>${escape(currency)} ${major}</strong> &middot; status: <span id="status">${escape(status)}</span></p>
 <button data-outcome="succeeded">Pay</button><button data-outcome="failed">Decline</button>
 <pre id="result"></pre>
-<script>
+<script nonce="${nonce}">
 for (const b of document.querySelectorAll('button')) b.onclick = async () => {
   const r = await fetch('/sandbox/payments/${encodeURIComponent(id)}/complete', {method: 'POST',
     headers: {'content-type': 'application/json'}, body: JSON.stringify({outcome: b.dataset.outcome})});
@@ -39,7 +40,12 @@ export const sandboxCheckout: RouteModule = (app, ctx) => {
     },
     async (request, reply) => {
       const p = await ctx.payments.getForGateway(request.params.payment_id);
-      return reply.type('text/html; charset=utf-8').send(page(p.id, p.amount, p.currency, p.status));
+      const nonce = randomBytes(16).toString('base64');
+      reply.header(
+        'content-security-policy',
+        `default-src 'none'; style-src 'unsafe-inline'; script-src 'nonce-${nonce}'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'`,
+      );
+      return reply.type('text/html; charset=utf-8').send(page(p.id, p.amount, p.currency, p.status, nonce));
     },
   );
 };

@@ -10,6 +10,7 @@ export const pay: RouteModule = (app, ctx) => {
     '/wallet/pay',
     {
       onRequest: authenticate(ctx),
+      config: { rateLimit: 'pin' },
       schema: {
         tags: ['merchants'],
         summary: 'Pay a merchant',

@@ -10,6 +10,7 @@ export const transfer: RouteModule = (app, ctx) => {
     '/wallet/transfer',
     {
       onRequest: authenticate(ctx),
+      config: { rateLimit: 'pin' },
       schema: {
         tags: ['wallet'],
         summary: 'Send money to another wallet',

@@ -10,6 +10,7 @@ export const withdraw: RouteModule = (app, ctx) => {
     '/wallet/withdraw',
     {
       onRequest: authenticate(ctx),
+      config: { rateLimit: 'pin' },
       schema: {
         tags: ['withdrawals'],
         summary: 'Withdraw to a registered bank account',

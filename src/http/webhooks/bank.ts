@@ -18,6 +18,7 @@ export const bankWebhook: RouteModule = (app, ctx) => {
     scope.post(
       '/webhooks/bank',
       {
+        config: { rateLimit: 'webhook' },
         preValidation: requireSignature('bank-signature', ctx.config.bankWebhookSecret, ctx.config.webhookToleranceSeconds),
         schema: {
           tags: ['webhooks'],

@@ -21,6 +21,7 @@ export const gatewayWebhook: RouteModule = (app, ctx) => {
     scope.post(
       '/webhooks/gateway',
       {
+        config: { rateLimit: 'webhook' },
         preValidation: requireSignature('gateway-signature', ctx.config.gatewayWebhookSecret, ctx.config.webhookToleranceSeconds),
         schema: {
           tags: ['webhooks'],
