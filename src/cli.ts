@@ -58,9 +58,18 @@ async function createAdmin(args: string[]): Promise<number> {
 async function runReconcile(): Promise<number> {
   return withDatabase(async ({ db }) => {
     const started = Date.now();
-    const result = await reconcile(db);
+    let lastReport = 0;
+    const result = await reconcile(db, {
+      // Progress on stderr (stdout stays one JSON document), at most a few lines a second.
+      onProgress: ({ phase, done, total }) => {
+        if (Date.now() - lastReport < 250 && done < total) return;
+        lastReport = Date.now();
+        const percent = total > 0 ? Math.floor((done / total) * 100) : 100;
+        console.error(`reconcile: ${phase} ${done.toLocaleString('en')}/${total.toLocaleString('en')} (${percent}%) after ${((Date.now() - started) / 1000).toFixed(1)} s`);
+      },
+    });
     console.log(JSON.stringify({ ...result, duration_ms: Date.now() - started }, null, 2));
-    if (!result.ok) console.error(`reconciliation FAILED: ${result.mismatches.length} mismatch(es)`);
+    if (!result.ok) console.error(`reconciliation FAILED: ${result.violations} violation(s)`);
     return result.ok ? 0 : 1;
   });
 }

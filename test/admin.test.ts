@@ -120,6 +120,8 @@ describe('admin and CLI', () => {
     const ok = await cli(t, ['reconcile']);
     assert.equal(ok.code, 0, ok.stderr);
     assert.match(ok.stdout, /"ok": true/);
+    assert.match(ok.stderr, /reconcile: accounts \d+\/\d+ \(100%\)/, 'progress on stderr');
+    assert.match(ok.stderr, /reconcile: transactions \d+\/\d+ \(100%\)/);
     // Corrupt a cached balance behind the ledger's back: reconciliation must notice.
     const account = await t.db.query(`SELECT account_id FROM wallets WHERE id = $1`, [customer.wallet.id]);
     await t.db.query(`UPDATE accounts SET balance = balance + 1 WHERE id = $1`, [account.rows[0].account_id]);
@@ -131,8 +133,34 @@ describe('admin and CLI', () => {
       const api = await t.app.inject({ method: 'GET', url: '/admin/reconciliation', headers: auth(admin) });
       assert.equal(api.json().ok, false);
       assert.ok(api.json().mismatches.length >= 2);
+      // The watching check publishes what it found and says so loudly in the log.
+      const scheduled = await t.ctx.watch.check();
+      assert.equal(scheduled.violations, api.json().violations);
+      const metrics = (await t.app.inject({ method: 'GET', url: '/metrics' })).body;
+      assert.match(metrics, new RegExp(`^ledger_invariant_violations ${scheduled.violations}$`, 'm'));
+      const lastRun = Number(/^ledger_reconciliation_last_run_timestamp_seconds (\S+)$/m.exec(metrics)?.[1]);
+      assert.ok(Math.abs(lastRun - Date.now() / 1000) < 60, `last run ${lastRun}`);
+      assert.ok(t.logs.some((l) => l.includes('LEDGER INVARIANT VIOLATION') && l.includes('"level":50')), 'logged at error level');
     } finally {
       await t.db.query(`UPDATE accounts SET balance = balance - 1 WHERE id = $1`, [account.rows[0].account_id]);
+    }
+    await t.ctx.watch.check();
+    assert.match((await t.app.inject({ method: 'GET', url: '/metrics' })).body, /^ledger_invariant_violations 0$/m, 'back to 0 once repaired');
+  });
+
+  it('the watching check runs on its own schedule', async () => {
+    const before = Number(/^ledger_reconciliation_last_run_timestamp_seconds (\S+)$/m.exec((await t.app.inject({ method: 'GET', url: '/metrics' })).body)?.[1] ?? 0);
+    t.ctx.watch.start(1);
+    try {
+      const deadline = Date.now() + 10_000;
+      let after = before;
+      while (after <= before && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 200));
+        after = Number(/^ledger_reconciliation_last_run_timestamp_seconds (\S+)$/m.exec((await t.app.inject({ method: 'GET', url: '/metrics' })).body)?.[1] ?? 0);
+      }
+      assert.ok(after > before, 'a scheduled run happened');
+    } finally {
+      await t.ctx.watch.stop();
     }
   });
 

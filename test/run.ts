@@ -2,8 +2,10 @@
  * `npm test`: starts a throwaway embedded PostgreSQL (or uses TEST_DATABASE_URL, a server
  * URL whose user may create databases), migrates a template database once, and runs every
  * test file with node's test runner. Each file clones the template into its own database.
+ * A throwaway redis-server is started too when one is installed (CI installs it; CI=true
+ * without it is an error), for the tests of limits shared through Redis.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,10 +15,30 @@ import { migrate } from '../src/db/migrate.js';
 
 const TEMPLATE = 'wallet_test_template';
 
+async function startRedis(): Promise<{ url: string; process: ChildProcess } | undefined> {
+  if (process.env.TEST_REDIS_URL) return undefined;
+  if (spawnSync('redis-server', ['--version']).status !== 0) {
+    if (process.env.CI === 'true') throw new Error('CI needs redis-server for the shared rate-limit tests (.ci/run installs it)');
+    console.warn('redis-server is not installed: the tests of limits shared through Redis will not run');
+    return undefined;
+  }
+  const port = 46000 + Math.floor(Math.random() * 4000);
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  const url = `redis://127.0.0.1:${port}`;
+  for (let i = 0; i < 100; i++) {
+    if (spawnSync('redis-cli', ['-p', String(port), 'ping']).stdout?.toString().trim() === 'PONG') return { url, process: child };
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  child.kill('SIGKILL');
+  throw new Error('redis-server did not start');
+}
+
 async function main(): Promise<number> {
   let embedded: EmbeddedPostgres | undefined;
   let dataDir: string | undefined;
   let serverUrl = process.env.TEST_DATABASE_URL;
+  const redis = await startRedis();
+  const redisUrl = process.env.TEST_REDIS_URL ?? redis?.url;
   if (!serverUrl) {
     dataDir = mkdtempSync(join(tmpdir(), 'wallet-test-'));
     const port = 55000 + Math.floor(Math.random() * 5000);
@@ -42,12 +64,16 @@ async function main(): Promise<number> {
       const child = spawn(
         process.execPath,
         ['--import', 'tsx', '--test', '--test-concurrency=2', '--test-reporter=spec', ...files],
-        { stdio: 'inherit', env: { ...process.env, NODE_ENV: 'test', TEST_PG_URL: serverUrl, TEST_PG_TEMPLATE: TEMPLATE } },
+        {
+          stdio: 'inherit',
+          env: { ...process.env, NODE_ENV: 'test', TEST_PG_URL: serverUrl, TEST_PG_TEMPLATE: TEMPLATE, ...(redisUrl ? { TEST_REDIS_URL: redisUrl } : {}) },
+        },
       );
       child.on('exit', (c) => resolve(c ?? 1));
     });
     return code;
   } finally {
+    redis?.process.kill('SIGKILL');
     if (embedded) await embedded.stop();
     if (dataDir) rmSync(dataDir, { recursive: true, force: true });
   }
