@@ -56,6 +56,18 @@ describe('operations', () => {
     assert.equal((await t.app.inject({ method: 'GET', url: '/readyz' })).statusCode, 200);
   });
 
+  it('a connection the database drops while checked out does not crash the process (found by the chaos suite)', async () => {
+    // As during a PostgreSQL restart: the server ends a backend whose client is checked out
+    // but between queries (a withdrawal holds one while it calls the bank).
+    const client = await t.db.connect();
+    const { rows } = await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+    await t.db.query('SELECT pg_terminate_backend($1)', [rows[0]!.pid]);
+    await new Promise((r) => setTimeout(r, 300));
+    await assert.rejects(client.query('SELECT 1'));
+    client.release(true);
+    assert.equal((await t.app.inject({ method: 'GET', url: '/readyz' })).statusCode, 200);
+  });
+
   it('unknown routes answer 404 problem+json', async () => {
     const res = await t.app.inject({ method: 'GET', url: '/nope' });
     assert.equal(res.statusCode, 404);

@@ -26,8 +26,14 @@ export function createPool(connectionString: string, max: number): Db {
     statement_timeout: 30_000,
     application_name: 'wallet-service',
   });
-  // An idle client losing its connection (database restart) must not crash the process.
+  // A client losing its connection (database restart, terminated backend) must not crash the
+  // process: idle clients report through the pool, and a checked-out client, which the pool
+  // stops listening to, through its own listener. Either way its next query fails with a
+  // connection error that the caller retries or answers 503, and the broken client is dropped.
   pool.on('error', () => undefined);
+  pool.on('connect', (client) => {
+    client.on('error', () => undefined);
+  });
   return pool;
 }
 
