@@ -113,14 +113,14 @@ async function moneyRequest(path: string, body: unknown, who: Party): Promise<An
   // A replay answers exactly what the first answer said.
   for (const a of answers.slice(1)) {
     if (a.status !== answers[0]!.status || JSON.stringify(a.body) !== JSON.stringify(answers[0]!.body)) {
-      violation(`key ${headers['idempotency-key']} on ${path} answered ${answers[0]!.status} and ${a.status}`);
+      violation(`key ${headers['idempotency-key']} on ${path} answered ${answers[0]!.status} ${JSON.stringify(answers[0]!.body)} and ${a.status} ${JSON.stringify(a.body)}`);
     }
   }
   // A late retry of the same key after the answer: the same answer again.
   if (Math.random() < 0.1) {
     const again = await definitive('POST', path, body, headers);
     if (again.status !== answers[0]!.status || JSON.stringify(again.body) !== JSON.stringify(answers[0]!.body)) {
-      violation(`late retry of ${headers['idempotency-key']} on ${path} answered differently`);
+      violation(`late retry of ${headers['idempotency-key']} on ${path} answered ${again.status} ${JSON.stringify(again.body)}, first ${answers[0]!.status} ${JSON.stringify(answers[0]!.body)}`);
     }
   }
   const answer = answers[0]!;
@@ -358,14 +358,19 @@ async function main(): Promise<number> {
         else await withdraw(who, bankAccounts.get(who.walletId)!);
       }
     };
+    let clientsDone = false;
     const settler = async () => {
-      while (!stopping || withdrawals.length > 0) {
+      // Until the last client has finished (its last withdrawal too), then the queue drains.
+      while (!clientsDone || withdrawals.length > 0) {
         const w = withdrawals.shift();
         if (w) await settle(w);
         else await sleep(100);
       }
     };
-    await Promise.all([killer, ...Array.from({ length: CLIENTS }, client), settler(), settler()]);
+    const settlers = [settler(), settler()];
+    await Promise.all([killer, ...Array.from({ length: CLIENTS }, client)]);
+    clientsDone = true;
+    await Promise.all(settlers);
     const loadSeconds = (Date.now() - startedAt) / 1000;
 
     // Verification, from the database.

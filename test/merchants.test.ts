@@ -124,11 +124,18 @@ describe('merchant payments and refunds', () => {
     assert.equal(replay.headers['idempotent-replayed'], 'true');
     assert.equal(replay.body, one.body);
     assert.equal((await refund(t, shop, paid.transaction.id, { amount: 1_500 })).statusCode, 201);
-    const over = await refund(t, shop, paid.transaction.id, { amount: 501 });
+    const overKey = newKey();
+    const over = await refund(t, shop, paid.transaction.id, { amount: 501 }, overKey);
     assert.equal(over.statusCode, 422);
     assert.equal(over.json().code, 'refund_exceeds_payment');
     assert.equal(over.json().refundable, 500);
     assert.equal((await refund(t, shop, paid.transaction.id, undefined)).json().refund.amount, 500);
+    // The refusal is kept under its key: a retry answers the same body although less is left now
+    // (the chaos suite found it re-evaluated).
+    const overAgain = await refund(t, shop, paid.transaction.id, { amount: 501 }, overKey);
+    assert.equal(overAgain.statusCode, 422);
+    assert.equal(overAgain.headers['idempotent-replayed'], 'true');
+    assert.equal(overAgain.body, over.body);
   });
 
   it('two partial refunds racing past the payment: exactly one succeeds', async () => {

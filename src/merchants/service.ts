@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Db, Tx } from '../db/pool.js';
-import { DomainError } from '../errors.js';
+import { DomainError, problem } from '../errors.js';
 import type { LedgerEngine } from '../ledger/engine.js';
 import type { SystemAccounts } from '../ledger/accounts.js';
 import { itemFromOutcome } from '../ledger/history.js';
@@ -197,7 +197,10 @@ export class MerchantService {
       const refundable = payment.amount - payment.refunded;
       const amount = input.amount ?? refundable;
       if (amount <= 0 || amount > refundable) {
-        throw new DomainError('refund_exceeds_payment', `At most ${refundable} of this payment can still be refunded`, { refundable });
+        // Kept under the key like any business refusal: a retry answers exactly this again,
+        // even after other refunds have changed what is left.
+        const body = problem('refund_exceeds_payment', `At most ${refundable} of this payment can still be refunded`, { refundable });
+        return { statusCode: body.status, body };
       }
       const reversal = cashbackToReverse(
         { amount: payment.amount, cashback: payment.cashback, cashbackReversed: payment.cashback_reversed },
