@@ -12,7 +12,7 @@ export default tseslint.config(
     },
   },
   {
-    files: ['test/**', 'bench/**', 'src/cli.ts'],
+    files: ['test/**', 'bench/**', 'chaos/**', 'src/cli.ts'],
     rules: { 'no-console': 'off' },
   },
 );
