@@ -155,7 +155,12 @@ async function main(): Promise<number> {
         HOST: '127.0.0.1',
         LOG_LEVEL: 'warn',
         RECOVERY_INTERVAL_SECONDS: '0',
+        // The bench reconciles at the end itself; a scheduled run would land inside a scenario.
+        RECONCILE_INTERVAL_SECONDS: '0',
         DAILY_OUTGOING_LIMIT_MINOR: '1000000000000',
+        // The limits stay on, so their cost is in the numbers, but far above one load client.
+        RATE_LIMIT_PIN_PER_USER: '1000000000/60',
+        RATE_LIMIT_PIN_PER_IP: '1000000000/60',
       },
     });
     children.push(service);
