@@ -159,8 +159,8 @@ async function main(): Promise<number> {
         RECONCILE_INTERVAL_SECONDS: '0',
         DAILY_OUTGOING_LIMIT_MINOR: '1000000000000',
         // The limits stay on, so their cost is in the numbers, but far above one load client.
-        RATE_LIMIT_PIN_PER_USER: '1000000000/60',
-        RATE_LIMIT_PIN_PER_IP: '1000000000/60',
+        RATE_LIMIT_PIN_PER_USER: '100000000/60',
+        RATE_LIMIT_PIN_PER_IP: '100000000/60',
       },
     });
     children.push(service);
