@@ -92,10 +92,18 @@ async function send(method: string, path: string, body: unknown, headers: Record
   }
 }
 
-/** Retries the same request (same key, same body) until it gets a definitive answer. */
-async function definitive(method: string, path: string, body: unknown, headers: Record<string, string>): Promise<Answer> {
+/**
+ * Retries the same request (same key, same body) until it gets a definitive answer. Headers
+ * may be made afresh per attempt: a webhook retried after a long outage must not be stale.
+ */
+async function definitive(
+  method: string,
+  path: string,
+  body: unknown,
+  headers: Record<string, string> | (() => Record<string, string>),
+): Promise<Answer> {
   for (let attempt = 0; ; attempt++) {
-    const answer = await send(method, path, body, headers);
+    const answer = await send(method, path, body, typeof headers === 'function' ? headers() : headers);
     if (answer) return answer;
     counts.retries += 1;
     if (attempt > 2_000) throw new Error(`no definitive answer for ${method} ${path} after 2000 attempts`);
@@ -129,15 +137,9 @@ async function moneyRequest(path: string, body: unknown, who: Party): Promise<An
   return answer;
 }
 
-async function signedPost(path: string, header: string, secret: string, event: unknown): Promise<Answer> {
+function signedPost(path: string, header: string, secret: string, event: unknown): Promise<Answer> {
   const raw = JSON.stringify(event);
-  // Signed afresh on every attempt: a retry after a long outage must not be stale.
-  for (;;) {
-    const answer = await send('POST', path, raw, { [header]: signPayload(secret, raw, Math.floor(Date.now() / 1000)) });
-    if (answer) return answer;
-    counts.retries += 1;
-    await sleep(between(50, 300));
-  }
+  return definitive('POST', path, raw, () => ({ [header]: signPayload(secret, raw, Math.floor(Date.now() / 1000)) }));
 }
 
 /** What the 2xx answers promise each wallet, to compare with the ledger at the end. */

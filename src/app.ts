@@ -28,7 +28,7 @@ import { WithdrawalService } from './funding/withdrawals.js';
 import { RecoveryJobs } from './jobs/recovery.js';
 import { AdminService } from './admin/service.js';
 import { FundingService } from './admin/funding.js';
-import { Problem, errorResponses } from './http/schemas.js';
+import { HEADER_ERRORS, Problem, errorResponses } from './http/schemas.js';
 import { routes } from './http/routes.js';
 import { IdempotentResponder } from './http/idempotency.js';
 import type { App, Context } from './http/context.js';
@@ -276,8 +276,8 @@ function toProblem(error: FastifyError): { status: number; body: ReturnType<type
     const first = error.validation[0];
     if (error.validationContext === 'headers') {
       const missing = (first?.params as { missingProperty?: string } | undefined)?.missingProperty;
-      if (missing === 'idempotency-key') return { status: 400, body: problem('idempotency_key_required', 'Send an Idempotency-Key header with every request that moves money') };
-      if (first?.instancePath === '/idempotency-key') return { status: 400, body: problem('invalid_idempotency_key', 'The Idempotency-Key must be 1 to 255 printable ASCII characters') };
+      const own = missing ? HEADER_ERRORS[missing]?.missing : HEADER_ERRORS[first?.instancePath.slice(1) ?? '']?.invalid;
+      if (own) return { status: own.status, body: own };
     }
     const where = error.validationContext ?? 'request';
     const path = first?.instancePath ? `${where}${first.instancePath.replace(/\//g, '.')}` : where;

@@ -264,3 +264,18 @@ export async function createCampaign(t: TestApp, admin: { token: string }, field
   assert.equal(res.statusCode, 201, res.body);
   return res.json() as { id: string; spent: number; budget: number };
 }
+
+export async function addBank(t: TestApp, user: User, accountNumber = '123456789012'): Promise<string> {
+  const res = await t.app.inject({
+    method: 'POST',
+    url: '/wallet/bank-accounts',
+    headers: auth(user),
+    payload: { account_number: accountNumber, ifsc: 'HDFC0001234', holder_name: 'Test Holder' },
+  });
+  assert.equal(res.statusCode, 201, res.body);
+  return res.json().id;
+}
+
+export function withdraw(t: TestApp, user: User, amount: unknown, bankAccount: string, key: string | null = newKey(), extra: Record<string, unknown> = {}) {
+  return t.app.inject({ method: 'POST', url: '/wallet/withdraw', headers: auth(user, key), payload: { amount, pin: user.pin, bank_account: bankAccount, ...extra } });
+}

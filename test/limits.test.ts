@@ -1,7 +1,7 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
-import { auth, balanceOf, deliverWebhook, fund, newKey, registerUser, snapshot, startApp, successEvent, transfer, type TestApp } from './helpers.js';
+import { startRedisServer } from './redis-server.js';
+import { assertInvariants, auth, balanceOf, deliverWebhook, fund, newKey, registerUser, snapshot, startApp, successEvent, transfer, type TestApp } from './helpers.js';
 
 const REDIS = process.env.TEST_REDIS_URL;
 const needsRedis = REDIS ? {} : { skip: 'redis-server is not installed (CI installs it)' };
@@ -124,11 +124,9 @@ describe('abuse limits shared through Redis', needsRedis, () => {
   });
 
   it('Redis going away neither stops the service nor moves money twice', async () => {
-    const port = 43000 + Math.floor(Math.random() * 2000);
-    const server = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+    const server = await startRedisServer();
     try {
-      await waitFor(async () => spawnSync('redis-cli', ['-p', String(port), 'ping']).stdout?.toString().trim() === 'PONG');
-      const t = await startApp({ RATE_LIMITS_ENABLED: 'true', REDIS_URL: `redis://127.0.0.1:${port}`, RATE_LIMIT_PIN_PER_USER: '100/60' });
+      const t = await startApp({ RATE_LIMITS_ENABLED: 'true', REDIS_URL: server.url, RATE_LIMIT_PIN_PER_USER: '100/60' });
       apps.push(t);
       const a = await registerUser(t, { name: 'Redis A' });
       const b = await registerUser(t, { name: 'Redis B' });
@@ -136,7 +134,7 @@ describe('abuse limits shared through Redis', needsRedis, () => {
       await waitFor(async () => (await metric(t, 'rate_limit_redis_up')) === 1);
       assert.equal((await transfer(t, a, b.wallet.handle, 100)).statusCode, 201);
 
-      server.kill('SIGKILL');
+      server.kill();
       await waitFor(async () => (await metric(t, 'rate_limit_redis_up')) === 0);
       // Limits now count in this process; money still moves exactly once per key.
       const key = newKey();
@@ -144,9 +142,10 @@ describe('abuse limits shared through Redis', needsRedis, () => {
       assert.ok(answers.every((r) => r.statusCode === 201 || r.statusCode === 409), answers.map((r) => r.statusCode).join(','));
       assert.equal((await transfer(t, a, b.wallet.handle, 250, key)).statusCode, 201);
       assert.equal(await balanceOf(t, a), 10_000 - 100 - 250);
+      await assertInvariants(t.db);
       assert.equal((await t.app.inject({ method: 'GET', url: '/readyz' })).statusCode, 200);
     } finally {
-      server.kill('SIGKILL');
+      server.kill();
     }
   });
 

@@ -152,6 +152,29 @@ describe('merchant payments and refunds', () => {
     }
   });
 
+  it('refunds racing with retried keys: each key answers one way, refunds never pass the payment', async () => {
+    const paid = (await pay(t, alice, shop.wallet.handle, 2_000)).json();
+    const before = await balanceOf(t, alice);
+    // Four keys, each sent three times at once, then once more after the answers.
+    const keys = [newKey(), newKey(), newKey(), newKey()];
+    const amounts = [900, 800, 700, 600];
+    const burst = await Promise.all(keys.flatMap((key, i) => [0, 1, 2].map(() => refund(t, shop, paid.transaction.id, { amount: amounts[i] }, key))));
+    const retries = await Promise.all(keys.map((key, i) => refund(t, shop, paid.transaction.id, { amount: amounts[i] }, key)));
+    let refunded = 0;
+    keys.forEach((_, i) => {
+      const answered = burst.slice(i * 3, i * 3 + 3).filter((r) => r.statusCode !== 409);
+      for (const r of answered) assert.equal(r.body, retries[i]!.body, 'every answer for one key is the same');
+      assert.ok([201, 422].includes(retries[i]!.statusCode), retries[i]!.body);
+      if (retries[i]!.statusCode === 201) refunded += amounts[i]!;
+      else assert.equal(retries[i]!.json().code, 'refund_exceeds_payment');
+    });
+    assert.ok(refunded > 0 && refunded <= 2_000, `refunded ${refunded}`);
+    const record = await t.db.query(`SELECT refunded FROM merchant_payments WHERE transaction_id = $1`, [paid.transaction.id]);
+    assert.equal(Number(record.rows[0].refunded), refunded);
+    assert.equal(await balanceOf(t, alice), before + refunded);
+    await assertInvariants(t.db);
+  });
+
   it('a merchant cannot refund another merchant’s payment; a customer cannot refund at all', async () => {
     const paid = (await pay(t, alice, shop.wallet.handle, 700)).json();
     const before = await snapshot(t.db);

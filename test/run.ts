@@ -5,32 +5,25 @@
  * A throwaway redis-server is started too when one is installed (CI installs it; CI=true
  * without it is an error), for the tests of limits shared through Redis.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../src/db/embedded.js';
 import { createPool, ensureDatabase } from '../src/db/pool.js';
 import { migrate } from '../src/db/migrate.js';
+import { redisInstalled, startRedisServer, type RedisServer } from './redis-server.js';
 
 const TEMPLATE = 'wallet_test_template';
 
-async function startRedis(): Promise<{ url: string; process: ChildProcess } | undefined> {
+async function startRedis(): Promise<RedisServer | undefined> {
   if (process.env.TEST_REDIS_URL) return undefined;
-  if (spawnSync('redis-server', ['--version']).status !== 0) {
+  if (!redisInstalled()) {
     if (process.env.CI === 'true') throw new Error('CI needs redis-server for the shared rate-limit tests (.ci/run installs it)');
     console.warn('redis-server is not installed: the tests of limits shared through Redis will not run');
     return undefined;
   }
-  const port = 46000 + Math.floor(Math.random() * 4000);
-  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-  const url = `redis://127.0.0.1:${port}`;
-  for (let i = 0; i < 100; i++) {
-    if (spawnSync('redis-cli', ['-p', String(port), 'ping']).stdout?.toString().trim() === 'PONG') return { url, process: child };
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  child.kill('SIGKILL');
-  throw new Error('redis-server did not start');
+  return startRedisServer();
 }
 
 async function main(): Promise<number> {
@@ -73,7 +66,7 @@ async function main(): Promise<number> {
     });
     return code;
   } finally {
-    redis?.process.kill('SIGKILL');
+    redis?.kill();
     if (embedded) await embedded.stop();
     if (dataDir) rmSync(dataDir, { recursive: true, force: true });
   }

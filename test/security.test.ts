@@ -1,6 +1,6 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { auth, createAdmin, createCampaign, fund, fundPool, newKey, pay, registerUser, snapshot, startApp, transfer, type TestApp, type User } from './helpers.js';
+import { addBank, auth, createAdmin, createCampaign, fund, fundPool, newKey, pay, registerUser, snapshot, startApp, transfer, withdraw, type TestApp, type User } from './helpers.js';
 
 type Spec = { paths: Record<string, Record<string, { security?: unknown[] }>> };
 
@@ -33,19 +33,8 @@ describe('security', () => {
     ids.payment = await fund(t, alice, 100_000);
     ids.transaction = (await transfer(t, alice, bob.wallet.handle, 1_000)).json().transaction.id;
     ids.merchantPayment = (await pay(t, alice, shop.wallet.handle, 5_000)).json().transaction.id;
-    const account = await t.app.inject({
-      method: 'POST',
-      url: '/wallet/bank-accounts',
-      headers: auth(alice),
-      payload: { account_number: '123456789012', ifsc: 'HDFC0001234', holder_name: 'Alice' },
-    });
-    ids.bankAccount = account.json().id;
-    const withdrawal = await t.app.inject({
-      method: 'POST',
-      url: '/wallet/withdraw',
-      headers: auth(alice, newKey()),
-      payload: { amount: 2_000, pin: alice.pin, bank_account: ids.bankAccount },
-    });
+    ids.bankAccount = await addBank(t, alice, '123456789012');
+    const withdrawal = await withdraw(t, alice, 2_000, ids.bankAccount);
     assert.equal(withdrawal.statusCode, 202, withdrawal.body);
     ids.withdrawal = withdrawal.json().withdrawal_id;
     await fundPool(t, admin, 10_000);
@@ -93,12 +82,7 @@ describe('security', () => {
       assert.ok(!res.body.includes(alice.wallet.handle), `${op} leaks nothing about the owner`);
     }
     // Someone else's bank account cannot be withdrawn to.
-    const foreign = await t.app.inject({
-      method: 'POST',
-      url: '/wallet/withdraw',
-      headers: auth(bob, newKey()),
-      payload: { amount: 1, pin: bob.pin, bank_account: ids.bankAccount },
-    });
+    const foreign = await withdraw(t, bob, 1, ids.bankAccount!);
     assert.equal(foreign.statusCode, 404, foreign.body);
     assert.equal(foreign.json().code, 'bank_account_not_found');
     const bobsAccounts = await t.app.inject({ method: 'GET', url: '/wallet/bank-accounts', headers: auth(bob) });

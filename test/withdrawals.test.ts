@@ -1,25 +1,10 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { signPayload } from '../src/signatures.js';
-import { assertInvariants, auth, balanceOf, fund, newKey, registerUser, snapshot, startApp, type TestApp, type User } from './helpers.js';
+import { addBank, assertInvariants, auth, balanceOf, fund, newKey, registerUser, snapshot, startApp, withdraw, type TestApp, type User } from './helpers.js';
 
 async function wallet(t: TestApp, user: User) {
   return (await t.app.inject({ method: 'GET', url: '/wallet', headers: auth(user) })).json() as { balance: number; available_balance: number; held_balance: number };
-}
-
-async function addBank(t: TestApp, user: User, accountNumber = '123456789012'): Promise<string> {
-  const res = await t.app.inject({
-    method: 'POST',
-    url: '/wallet/bank-accounts',
-    headers: auth(user),
-    payload: { account_number: accountNumber, ifsc: 'HDFC0001234', holder_name: 'Test Holder' },
-  });
-  assert.equal(res.statusCode, 201, res.body);
-  return res.json().id;
-}
-
-function withdraw(t: TestApp, user: User, amount: unknown, bankAccount: string, key: string | null = newKey(), extra: Record<string, unknown> = {}) {
-  return t.app.inject({ method: 'POST', url: '/wallet/withdraw', headers: auth(user, key), payload: { amount, pin: user.pin, bank_account: bankAccount, ...extra } });
 }
 
 async function withdrawal(t: TestApp, user: User, id: string) {

@@ -133,18 +133,7 @@ export class FundingService {
   }
 
   async campaigns(id?: string): Promise<CampaignView[]> {
-    const { rows } = await this.db.query<{
-      id: string;
-      name: string;
-      percent_bps: number;
-      cap_per_payment: number;
-      budget: number;
-      spent: number;
-      merchant_wallet_id: string | null;
-      starts_at: Date;
-      ends_at: Date;
-      created_at: Date;
-    }>(`SELECT id, name, percent_bps, cap_per_payment, budget, spent, merchant_wallet_id, starts_at, ends_at, created_at
+    const { rows } = await this.db.query<Omit<CampaignView, 'starts_at' | 'ends_at' | 'created_at'> & { starts_at: Date; ends_at: Date; created_at: Date }>(`SELECT id, name, percent_bps, cap_per_payment, budget, spent, merchant_wallet_id, starts_at, ends_at, created_at
           FROM cashback_campaigns WHERE $1::uuid IS NULL OR id = $1 ORDER BY created_at DESC LIMIT 100`, [id ?? null]);
     return rows.map((r) => ({
       ...r,

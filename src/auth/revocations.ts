@@ -1,4 +1,5 @@
 import type { Queryable } from '../db/pool.js';
+import { Periodic } from '../jobs/periodic.js';
 
 /**
  * Sessions ended by logout or by refresh-token reuse, as this process knows them. Access
@@ -10,31 +11,26 @@ import type { Queryable } from '../db/pool.js';
 export class RevokedSessions {
   private readonly revoked = new Map<string, number>();
   private since: Date = new Date(0);
-  private timer: NodeJS.Timeout | undefined;
-  private polling: Promise<void> | undefined;
+  private readonly schedule: Periodic<void>;
 
   constructor(
     private readonly db: Queryable,
     private readonly tokenTtlSeconds: number,
     private readonly pollMs: number,
-    private readonly onError: (error: unknown) => void,
-  ) {}
+    onError: (error: unknown) => void,
+  ) {
+    this.schedule = new Periodic(() => this.poll(), onError);
+  }
 
   /** Loads the revocations that can still matter, then keeps polling. */
   async start(): Promise<void> {
     this.since = new Date(Date.now() - (this.tokenTtlSeconds + 60) * 1000);
-    await this.poll();
-    this.timer = setInterval(() => {
-      this.polling ??= this.poll()
-        .catch(this.onError)
-        .finally(() => (this.polling = undefined));
-    }, this.pollMs);
-    this.timer.unref();
+    await this.schedule.run();
+    this.schedule.start(this.pollMs);
   }
 
-  async stop(): Promise<void> {
-    if (this.timer) clearInterval(this.timer);
-    await this.polling;
+  stop(): Promise<void> {
+    return this.schedule.stop();
   }
 
   has(sessionId: string): boolean {

@@ -21,7 +21,7 @@ const HEADERS: Record<string, string> = {
  * Content-Security-Policy (with a nonce) and keeps it.
  */
 export async function securityHeaders(request: FastifyRequest, reply: FastifyReply, payload: unknown): Promise<unknown> {
-  for (const [name, value] of Object.entries(HEADERS)) reply.header(name, value);
+  reply.headers(HEADERS);
   if (!reply.hasHeader('content-security-policy')) {
     reply.header('content-security-policy', request.url.startsWith('/docs') ? DOCS_CSP : API_CSP);
   }

@@ -1,5 +1,5 @@
 import { Type, type TSchema } from 'typebox';
-import { ERRORS, type ErrorCode } from '../errors.js';
+import { ERRORS, problem, type ErrorCode } from '../errors.js';
 import { TRANSACTION_TYPES } from '../ledger/types.js';
 
 /** Integer minor units. The per-transaction maximum is checked by the service (422 limit_exceeded). */
@@ -64,6 +64,17 @@ export const IdempotencyHeaders = Type.Object(
   },
   { additionalProperties: true },
 );
+
+/**
+ * Headers whose refusal has a code of its own rather than validation_failed: the schema
+ * above validates them, and the error handler answers with these.
+ */
+export const HEADER_ERRORS: Record<string, { missing: ReturnType<typeof problem>; invalid: ReturnType<typeof problem> }> = {
+  'idempotency-key': {
+    missing: problem('idempotency_key_required', 'Send an Idempotency-Key header with every request that moves money'),
+    invalid: problem('invalid_idempotency_key', 'The Idempotency-Key must be 1 to 255 printable ASCII characters'),
+  },
+};
 
 /** What any PIN-authorized request that moves money can be refused with. */
 export const MONEY_MOVEMENT_ERRORS: ErrorCode[] = [

@@ -1,10 +1,17 @@
 import { createHash } from 'node:crypto';
 import type { Queryable } from '../db/pool.js';
+import { problem, type ErrorCode } from '../errors.js';
 
 /** A response as first sent, kept so that retries get exactly the same answer. */
 export interface StoredResponse {
   statusCode: number;
   body: unknown;
+}
+
+/** A business refusal as an answer kept under the key, so that a retry gets it again as it was. */
+export function storedProblem(code: ErrorCode, detail?: string, extra?: Record<string, unknown>): StoredResponse {
+  const body = problem(code, detail, extra);
+  return { statusCode: body.status, body };
 }
 
 export interface IdempotencyClaim {

@@ -2,6 +2,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import type { Db } from '../db/pool.js';
 import type { Metrics } from '../metrics.js';
 import { reconcile, type Reconciliation } from '../ledger/reconcile.js';
+import { Periodic } from './periodic.js';
 
 /**
  * Reconciliation that watches: checks the ledger's invariants on a schedule (and whenever an
@@ -9,38 +10,33 @@ import { reconcile, type Reconciliation } from '../ledger/reconcile.js';
  * timestamp, duration) and logs a violation at error level with what was found.
  */
 export class LedgerWatch {
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<Reconciliation> | undefined;
+  private readonly schedule: Periodic<Reconciliation>;
 
   constructor(
     private readonly db: Db,
     private readonly metrics: Metrics,
     private readonly log: FastifyBaseLogger,
-  ) {}
-
-  start(intervalSeconds: number): void {
-    if (intervalSeconds <= 0) return;
-    this.timer = setInterval(() => {
-      this.check().catch((error: unknown) => {
+  ) {
+    this.schedule = new Periodic(
+      () => this.run(),
+      (error) => {
         this.metrics.reconciliationFailures.inc();
         this.log.warn({ err: error }, 'scheduled reconciliation could not run; the next one retries');
-      });
-    }, intervalSeconds * 1000);
-    this.timer.unref();
+      },
+    );
   }
 
-  async stop(): Promise<void> {
-    if (this.timer) clearInterval(this.timer);
-    this.timer = undefined;
-    await this.running?.catch(() => undefined);
+  start(intervalSeconds: number): void {
+    this.schedule.start(intervalSeconds * 1000);
+  }
+
+  stop(): Promise<void> {
+    return this.schedule.stop();
   }
 
   /** One run; a run already in progress is joined rather than started twice. */
   check(): Promise<Reconciliation> {
-    this.running ??= this.run().finally(() => {
-      this.running = undefined;
-    });
-    return this.running;
+    return this.schedule.run();
   }
 
   private async run(): Promise<Reconciliation> {

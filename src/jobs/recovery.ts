@@ -2,6 +2,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import type { PaymentService } from '../payments/service.js';
 import type { GatewayClient } from '../payments/gateway-client.js';
 import type { WithdrawalService } from '../funding/withdrawals.js';
+import { Periodic } from './periodic.js';
 
 export interface RecoveryReport {
   payments: { checked: number; settled: number; expired: number };
@@ -14,36 +15,30 @@ export interface RecoveryReport {
  * schedule; every step locks what it touches, so several processes may run them at once.
  */
 export class RecoveryJobs {
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<RecoveryReport | undefined> | undefined;
+  private readonly schedule: Periodic<RecoveryReport | undefined>;
 
   constructor(
     private readonly payments: PaymentService,
     private readonly gateway: GatewayClient,
     private readonly withdrawals: WithdrawalService,
     private readonly log: FastifyBaseLogger,
-  ) {}
+  ) {
+    // pass() reports its own failures and never rejects.
+    this.schedule = new Periodic(() => this.pass(undefined), () => undefined);
+  }
 
   start(intervalSeconds: number): void {
     void this.runOnce();
-    if (intervalSeconds > 0) {
-      this.timer = setInterval(() => void this.runOnce(), intervalSeconds * 1000);
-      this.timer.unref();
-    }
+    this.schedule.start(intervalSeconds * 1000);
   }
 
-  async stop(): Promise<void> {
-    if (this.timer) clearInterval(this.timer);
-    this.timer = undefined;
-    await this.running;
+  stop(): Promise<void> {
+    return this.schedule.stop();
   }
 
   /** One pass; a pass already running is joined rather than started twice. */
   runOnce(options: { olderThanSeconds?: number } = {}): Promise<RecoveryReport | undefined> {
-    this.running ??= this.pass(options.olderThanSeconds).finally(() => {
-      this.running = undefined;
-    });
-    return this.running;
+    return this.schedule.run(() => this.pass(options.olderThanSeconds));
   }
 
   private async pass(olderThanSeconds: number | undefined): Promise<RecoveryReport | undefined> {

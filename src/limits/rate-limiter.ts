@@ -33,13 +33,13 @@ export class MemoryCounters implements CounterStore {
   private readonly counters = new Map<string, { count: number; resetAt: number }>();
   private readonly sweeper: NodeJS.Timeout;
 
-  constructor(private readonly now: () => number = Date.now) {
+  constructor() {
     this.sweeper = setInterval(() => this.sweep(), 30_000);
     this.sweeper.unref();
   }
 
   increment(keys: string[], windowsMs: number[]): Promise<Array<[number, number]>> {
-    const now = this.now();
+    const now = Date.now();
     return Promise.resolve(
       keys.map((key, i): [number, number] => {
         let counter = this.counters.get(key);
@@ -53,13 +53,10 @@ export class MemoryCounters implements CounterStore {
     );
   }
 
-  sweep(): void {
-    const now = this.now();
+  /** Forgets finished windows, so that one-off addresses do not pile up. */
+  private sweep(): void {
+    const now = Date.now();
     for (const [key, counter] of this.counters) if (counter.resetAt <= now) this.counters.delete(key);
-  }
-
-  get size(): number {
-    return this.counters.size;
   }
 
   close(): void {

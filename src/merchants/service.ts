@@ -1,12 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import type { Db, Tx } from '../db/pool.js';
-import { DomainError, problem } from '../errors.js';
+import { DomainError } from '../errors.js';
 import type { LedgerEngine } from '../ledger/engine.js';
 import type { SystemAccounts } from '../ledger/accounts.js';
 import { itemFromOutcome } from '../ledger/history.js';
 import type { Effect, PostedOutcome, PostingCommand, PostingOutcome } from '../ledger/types.js';
 import type { Principal } from '../auth/service.js';
-import type { IdempotencyClaim, IdempotentResponse, StoredResponse } from '../idempotency/store.js';
+import { storedProblem, type IdempotencyClaim, type IdempotentResponse, type StoredResponse } from '../idempotency/store.js';
 import { runIdempotent } from '../idempotency/run.js';
 import { isUuid } from '../ids.js';
 import { answerOf, ownWallet, refusal, rejection, type Party, type WalletService } from '../wallets/service.js';
@@ -197,10 +197,9 @@ export class MerchantService {
       const refundable = payment.amount - payment.refunded;
       const amount = input.amount ?? refundable;
       if (amount <= 0 || amount > refundable) {
-        // Kept under the key like any business refusal: a retry answers exactly this again,
-        // even after other refunds have changed what is left.
-        const body = problem('refund_exceeds_payment', `At most ${refundable} of this payment can still be refunded`, { refundable });
-        return { statusCode: body.status, body };
+        // Kept under the key: a retry answers exactly this again, even after other refunds
+        // have changed what is left.
+        return storedProblem('refund_exceeds_payment', `At most ${refundable} of this payment can still be refunded`, { refundable });
       }
       const reversal = cashbackToReverse(
         { amount: payment.amount, cashback: payment.cashback, cashbackReversed: payment.cashback_reversed },

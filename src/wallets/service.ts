@@ -1,12 +1,12 @@
 import { isUuid } from '../ids.js';
 import { BatchLoader } from '../batch-loader.js';
 import type { Db } from '../db/pool.js';
-import { DomainError, problem } from '../errors.js';
+import { DomainError } from '../errors.js';
 import type { LedgerEngine } from '../ledger/engine.js';
 import { itemFromOutcome, readHistory, type HistoryFilter, type HistoryItem } from '../ledger/history.js';
 import { PIN_REJECTIONS, type PostingCommand, type PostingOutcome, type PostingResult, type RejectionCode } from '../ledger/types.js';
 import type { Principal } from '../auth/service.js';
-import type { IdempotencyClaim, IdempotentResponse, StoredResponse } from '../idempotency/store.js';
+import { storedProblem, type IdempotencyClaim, type IdempotentResponse, type StoredResponse } from '../idempotency/store.js';
 import { decodeCursor, encodeCursor } from './cursor.js';
 
 export interface WalletView {
@@ -193,8 +193,7 @@ export function rejection(code: RejectionCode): StoredResponse {
     invalid_pin: 'The PIN is wrong; after 5 wrong PINs in a row PIN-authorized requests are locked for 15 minutes',
     pin_locked: 'Too many wrong PINs: PIN-authorized requests are locked for a while',
   }[code];
-  const body = problem(code, detail);
-  return { statusCode: body.status, body };
+  return storedProblem(code, detail);
 }
 
 /**
