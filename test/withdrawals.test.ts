@@ -136,6 +136,7 @@ describe('withdrawals, bank settled by hand', () => {
     assert.equal(after.available_balance, 30_000);
     const w = await withdrawal(t, user, id);
     assert.equal(w.status, 'succeeded');
+    assert.equal(w.failure_reason, null, 'a paid-out withdrawal has no failure reason');
     assert.equal(w.bank_account.account_number_last4, '9012');
     const items = (await t.app.inject({ method: 'GET', url: '/wallet/transactions?type=withdrawal', headers: auth(user) })).json().data;
     assert.equal(items.length, 1);

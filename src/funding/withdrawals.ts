@@ -173,7 +173,12 @@ export class WithdrawalService {
     ]);
     const outcome = (settled as { outcome: PostingOutcome }).outcome;
     if (!outcome.ok) throw new Error(`settling withdrawal ${row.id} was refused: ${outcome.code}`);
-    await tx.query(`UPDATE withdrawals SET status = $2, failure_reason = $3, updated_at = now() WHERE id = $1`, [row.id, result, reason ?? null]);
+    // A reason is kept only for a payout that failed; callers pass the one that would apply.
+    await tx.query(`UPDATE withdrawals SET status = $2, failure_reason = $3, updated_at = now() WHERE id = $1`, [
+      row.id,
+      result,
+      result === 'failed' ? (reason ?? null) : null,
+    ]);
     return result;
   }
 
