@@ -26,7 +26,7 @@ async function main(): Promise<void> {
     properties: { to: { type: 'string' }, merchant: { type: 'string' }, amount: { type: 'integer', minimum: 1 }, pin: { type: 'string' } },
   };
   const handler = async (request: { headers: Record<string, unknown>; body: { to?: string; merchant?: string; amount: number } }, reply: { code: (n: number) => { send: (b: unknown) => unknown } }) => {
-    const claims = await signer.verify(String(request.headers.authorization ?? '').replace(/^Bearer /, ''));
+    const claims = signer.verify(String(request.headers.authorization ?? '').replace(/^Bearer /, ''));
     if (!claims) return reply.code(401).send({ code: 'invalid_token' });
     const from = accountByUser.get(claims.userId);
     const to = accountByHandle.get(request.body.to ?? request.body.merchant ?? '');

@@ -55,9 +55,7 @@ export async function seedWallets(db: Db, count: number, balance: number, secret
   await db.query('COMMIT');
   const sessionOf = new Map(sessions.rows.map((s) => [s.user_id, s.id]));
   const signer = new TokenSigner(secrets.jwtSecret, 86_400);
-  const tokens = await Promise.all(
-    ids.slice(1).map((i) => signer.sign({ userId: userOf.get(i)!, sessionId: sessionOf.get(userOf.get(i)!)!, role: 'customer' })),
-  );
+  const tokens = ids.slice(1).map((i) => signer.sign({ userId: userOf.get(i)!, sessionId: sessionOf.get(userOf.get(i)!)!, role: 'customer' }));
   return { tokens, handles: handles.slice(1), accountIds: accountIds.slice(1), merchantHandle: handles[0]! };
 }
 

@@ -133,7 +133,7 @@ export class AuthService {
        VALUES ($1, $2, now() + make_interval(secs => $3))`,
       [refresh.hash, sessionId, this.options.refreshTokenTtlSeconds],
     );
-    const access = await this.options.signer.sign({ userId, sessionId, role });
+    const access = this.options.signer.sign({ userId, sessionId, role });
     return { access_token: access, refresh_token: refresh.token, token_type: 'Bearer', expires_in: this.options.signer.expiresIn };
   }
 
@@ -184,7 +184,7 @@ export class AuthService {
    * user exists, so it is loaded once (many users per query when several are new at once).
    */
   async authenticate(token: string): Promise<Principal> {
-    const claims = await this.options.signer.verify(token);
+    const claims = this.options.signer.verify(token);
     if (!claims) throw new DomainError('invalid_token', 'The access token is invalid or expired');
     if (this.options.revocations.has(claims.sessionId)) throw new DomainError('invalid_token', 'The session has ended; log in again');
     const user = await this.users.get(claims.userId);
