@@ -58,13 +58,14 @@ export const keyOf = (principal: string, key: string) => `${principal}\u0000${ke
 // on the account row rather than in a table of its own.
 const READ = `
 WITH acc AS (
-  SELECT a.id, a.kind, a.code, a.currency, a.balance, a.held, w.status AS wallet_status,
+  SELECT a.id, a.kind, a.code, a.currency, a.balance, a.held,
+         (SELECT w.status FROM wallets w WHERE w.account_id = a.id) AS wallet_status,
          CASE WHEN a.outgoing_day = (now() AT TIME ZONE $2)::date THEN a.outgoing_amount ELSE 0 END AS outgoing,
          a.pin_failures, coalesce(a.pin_locked_until > now(), false) AS pin_locked, a.pin_locked_until IS NOT NULL AS pin_had_lock
-    FROM accounts a LEFT JOIN wallets w ON w.account_id = a.id
+    FROM accounts a
    WHERE a.id = ANY($1::bigint[])
    ORDER BY a.id
-     FOR UPDATE OF a
+     FOR NO KEY UPDATE
 )
 SELECT now() AS now,
        (now() AT TIME ZONE $2)::date::text AS today,
@@ -107,7 +108,7 @@ export async function readState(tx: Queryable, commands: PostingCommand[], timeZ
     if (c.idempotency) claims.push(c.idempotency);
   }
   const { rows } = await tx.query<ReadRow>({
-    name: 'ledger-read-v3',
+    name: 'ledger-read-v4',
     text: READ,
     values: [
       [...accountIds].sort((a, b) => a - b),

@@ -36,7 +36,7 @@ WITH lt AS (
          pin_locked_until = CASE WHEN d.pin_changed THEN d.pin_locked_until ELSE a.pin_locked_until END
     FROM unnest($11::bigint[], $12::bigint[], $13::bigint[], $15::bigint[], $16::boolean[], $17::int[], $18::timestamptz[])
          AS d(id, balance, held, outgoing, pin_changed, pin_failures, pin_locked_until)
-   WHERE a.id = d.id
+   WHERE a.id = d.id AND a.id = ANY($11::bigint[])
   RETURNING a.id, a.balance, a.held, CASE WHEN a.outgoing_day = $14::date THEN a.outgoing_amount ELSE 0 END AS outgoing
 ), hi AS (
   INSERT INTO holds (id, account_id, amount, type, balance_at_hold, created_at)
@@ -85,7 +85,7 @@ export function writeBatch(tx: Queryable, posted: Posted[], keys: Array<Idempote
   const settled = posted.filter((p) => p.command.hold && p.command.hold.action !== 'place');
   if (accountIds.length === 0 && keys.length === 0) return Promise.resolve();
   const written = tx.query({
-    name: 'ledger-write-v4',
+    name: 'ledger-write-v5',
     text: WRITE,
     values: [
       state.now,
