@@ -4,6 +4,9 @@
  * update both balances, insert the ledger transaction and its two entries, commit. It gets
  * the same HTTP framework, body validation and JWT check as the service, and looks up
  * handles and users from memory, so the difference measured is the ledger design.
+ *
+ * It also serves /ceiling/wallet/transfer, which does everything but the database work: the
+ * most any HTTP transfer endpoint could answer on this machine with this load generator.
  */
 import { randomUUID } from 'node:crypto';
 import Fastify from 'fastify';
@@ -64,6 +67,13 @@ async function main(): Promise<void> {
   };
   app.post('/baseline/wallet/transfer', { schema: { body } }, handler as never);
   app.post('/baseline/wallet/pay', { schema: { body: { ...body, required: ['merchant', 'amount', 'pin'] } } }, handler as never);
+  // The ceiling of HTTP on this machine: the same framework, body validation and token check,
+  // answering with a transfer-shaped body and no database work at all.
+  app.post('/ceiling/wallet/transfer', { schema: { body } }, (async (request: { headers: Record<string, unknown> }, reply: { code: (n: number) => { send: (b: unknown) => unknown } }) => {
+    const claims = signer.verify(String(request.headers.authorization ?? '').replace(/^Bearer /, ''));
+    if (!claims) return reply.code(401).send({ code: 'invalid_token' });
+    return reply.code(201).send({ transaction: { id: randomUUID() }, balance: 0 });
+  }) as never);
   app.get('/readyz', async () => ({ status: 'ready' }));
   await app.listen({ host: '127.0.0.1', port });
 }

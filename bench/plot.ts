@@ -8,7 +8,7 @@ export interface Series {
 export function lineChart(title: string, series: Series[], xLabel: string, yLabel: string): string {
   const W = 760;
   const H = 420;
-  const m = { l: 70, r: 190, t: 40, b: 50 };
+  const m = { l: 70, r: 215, t: 40, b: 50 };
   const xs = [...new Set(series.flatMap((s) => s.points.map((p) => p.x)))].sort((a, b) => a - b);
   const maxY = Math.max(1, ...series.flatMap((s) => s.points.map((p) => p.y)));
   const niceMax = Math.ceil(maxY / 10 ** Math.floor(Math.log10(maxY))) * 10 ** Math.floor(Math.log10(maxY));

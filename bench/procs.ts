@@ -46,31 +46,47 @@ export interface Usage {
   servicePeakRssMb: number;
 }
 
-/** Samples CPU time and memory of the service and of PostgreSQL while a scenario runs. */
-export function sampleUsage(servicePid: number, loadPid: () => number | undefined): { stop: () => Usage } {
+/**
+ * Samples CPU time and memory of the service, the load driver and PostgreSQL while a
+ * scenario runs. A process already running at the start counts from there; one that starts
+ * during the scenario (the driver) counts from its start, and is sampled while it runs
+ * because it may have exited by the end.
+ */
+export function sampleUsage(servicePid: () => number | undefined, loadPid: () => number | undefined): { stop: () => Usage } {
   const started = performance.now();
-  const service0 = cpuTicks(servicePid);
-  let loadTicks = 0;
-  const pg0 = new Map(postgresPids().map((p) => [p, cpuTicks(p)]));
-  let peak = rssKb(servicePid);
-  const timer = setInterval(() => {
-    peak = Math.max(peak, rssKb(servicePid));
-    const pid = loadPid();
-    if (pid) loadTicks = Math.max(loadTicks, cpuTicks(pid));
-    for (const p of postgresPids()) if (!pg0.has(p)) pg0.set(p, 0);
-  }, 100);
+  const baseline = new Map<number, number>();
+  const latest = new Map<number, number>();
+  const track = (pid: number | undefined, atStart = false) => {
+    if (pid === undefined) return;
+    const ticks = cpuTicks(pid);
+    if (!baseline.has(pid)) baseline.set(pid, atStart ? ticks : 0);
+    latest.set(pid, Math.max(latest.get(pid) ?? 0, ticks));
+  };
+  const used = (pid: number | undefined) => (pid === undefined ? 0 : Math.max(0, (latest.get(pid) ?? 0) - (baseline.get(pid) ?? 0)));
+  track(servicePid(), true);
+  for (const p of postgresPids()) track(p, true);
+  let peak = 0;
+  const sample = () => {
+    const pid = servicePid();
+    track(pid);
+    if (pid !== undefined) peak = Math.max(peak, rssKb(pid));
+    track(loadPid());
+    for (const p of postgresPids()) track(p);
+  };
+  const timer = setInterval(sample, 100);
   return {
     stop: () => {
       clearInterval(timer);
+      sample();
       const seconds = (performance.now() - started) / 1000;
-      const service = (cpuTicks(servicePid) - service0) / TICKS_PER_SECOND;
-      let pg = 0;
-      for (const [p, t0] of pg0) pg += Math.max(0, cpuTicks(p) - t0);
+      const service = servicePid();
+      const load = loadPid();
+      const pg = [...latest.keys()].filter((p) => p !== service && p !== load).reduce((sum, p) => sum + used(p), 0);
       return {
-        serviceCpu: +(service / seconds).toFixed(2),
+        serviceCpu: +(used(service) / TICKS_PER_SECOND / seconds).toFixed(2),
         postgresCpu: +(pg / TICKS_PER_SECOND / seconds).toFixed(2),
-        loadCpu: +(loadTicks / TICKS_PER_SECOND / seconds).toFixed(2),
-        servicePeakRssMb: Math.round(Math.max(peak, rssKb(servicePid)) / 1024),
+        loadCpu: +(used(load) / TICKS_PER_SECOND / seconds).toFixed(2),
+        servicePeakRssMb: Math.round(peak / 1024),
       };
     },
   };

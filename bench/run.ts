@@ -2,7 +2,10 @@
  * `npm run bench`: the service against the textbook one-transaction-per-request design, on
  * the same PostgreSQL, in one run. Seeds funded wallets and a wallet with a long history,
  * starts both servers as their own processes, drives each scenario from a separate load
- * process, and checks the ledger invariants after every scenario. Writes JSON results and
+ * process, and checks the ledger invariants after every scenario. Two more scenarios show
+ * what bounds the HTTP numbers on this machine: the same HTTP stack answering without a
+ * database ("http ceiling"), and the service's transfer code driven in process without HTTP
+ * ("p2p uniform, in-process"). Writes JSON results and
  * a throughput-vs-concurrency SVG to bench/results/.
  *
  * Settings (environment): DATABASE_URL (a server whose user may create databases; default:
@@ -22,7 +25,8 @@ import { reconcile } from '../src/ledger/reconcile.js';
 import { seedHistory, seedWallets, PIN } from './seed.js';
 import { sampleUsage, type Usage } from './procs.js';
 import { lineChart } from './plot.js';
-import type { LoadResult, LoadSpec } from './load.js';
+import type { LoadSpec } from './load.js';
+import type { LoadResult } from './stats.js';
 
 const env = process.env;
 const settings = {
@@ -48,7 +52,7 @@ interface Row extends LoadResult, Usage {
   mean_batch_ms?: number;
   mean_phase_ms?: Record<string, number>;
   scenario: string;
-  server: 'service' | 'baseline';
+  server: 'service' | 'baseline' | 'in-process';
   connections: number;
   rate?: number;
   invariants: 'ok' | string;
@@ -79,13 +83,14 @@ async function waitReady(url: string, child: ChildProcess): Promise<void> {
 
 let loadPid: number | undefined;
 
-function runLoad(spec: LoadSpec): Promise<LoadResult> {
+/** Runs a load driver as its own process; it prints one JSON line of results. */
+function runDriver(script: string, spec: unknown, driverEnv: NodeJS.ProcessEnv = env, flags: string[] = []): Promise<LoadResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'bench/load.ts', JSON.stringify(spec)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, [...flags, '--import', 'tsx', script, JSON.stringify(spec)], { stdio: ['ignore', 'pipe', 'inherit'], env: driverEnv });
     loadPid = child.pid;
     let out = '';
     child.stdout.on('data', (d) => (out += d));
-    child.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out) as LoadResult) : reject(new Error(`load generator exited ${code}`))));
+    child.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out) as LoadResult) : reject(new Error(`${script} exited ${code}`))));
   });
 }
 
@@ -142,27 +147,26 @@ async function main(): Promise<number> {
     writeFileSync(historyActors, JSON.stringify({ tokens: [history.token], handles: [], pin: PIN }));
 
     const servicePort = await freePort();
-    // BENCH_PROFILE=dir writes a V8 CPU profile of the service there when it stops.
+    // BENCH_PROFILE=dir writes V8 CPU profiles of the service (when it stops) and of each
+    // in-process run there.
     const profile = env.BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${env.BENCH_PROFILE}`] : [];
-    const service = spawn(process.execPath, [...profile, 'dist/src/main.js'], {
-      stdio: ['ignore', 'ignore', 'inherit'],
-      env: {
-        ...env,
-        ...secrets,
-        NODE_ENV: 'production',
-        DATABASE_URL: databaseUrl,
-        PORT: String(servicePort),
-        HOST: '127.0.0.1',
-        LOG_LEVEL: 'warn',
-        RECOVERY_INTERVAL_SECONDS: '0',
-        // The bench reconciles at the end itself; a scheduled run would land inside a scenario.
-        RECONCILE_INTERVAL_SECONDS: '0',
-        DAILY_OUTGOING_LIMIT_MINOR: '1000000000000',
-        // The limits stay on, so their cost is in the numbers, but far above one load client.
-        RATE_LIMIT_PIN_PER_USER: '100000000/60',
-        RATE_LIMIT_PIN_PER_IP: '100000000/60',
-      },
-    });
+    const serviceEnv: NodeJS.ProcessEnv = {
+      ...env,
+      ...secrets,
+      NODE_ENV: 'production',
+      DATABASE_URL: databaseUrl,
+      PORT: String(servicePort),
+      HOST: '127.0.0.1',
+      LOG_LEVEL: 'warn',
+      RECOVERY_INTERVAL_SECONDS: '0',
+      // The bench reconciles at the end itself; a scheduled run would land inside a scenario.
+      RECONCILE_INTERVAL_SECONDS: '0',
+      DAILY_OUTGOING_LIMIT_MINOR: '1000000000000',
+      // The limits stay on, so their cost is in the numbers, but far above one load client.
+      RATE_LIMIT_PIN_PER_USER: '100000000/60',
+      RATE_LIMIT_PIN_PER_IP: '100000000/60',
+    };
+    const service = spawn(process.execPath, [...profile, 'dist/src/main.js'], { stdio: ['ignore', 'ignore', 'inherit'], env: serviceEnv });
     children.push(service);
     const baselinePort = await freePort();
     const baseline = spawn(process.execPath, ['--import', 'tsx', 'bench/baseline-server.ts', JSON.stringify({ databaseUrl, port: baselinePort, jwtSecret: keys.jwtSecret })], {
@@ -175,11 +179,20 @@ async function main(): Promise<number> {
     await waitReady(baselineUrl, baseline);
 
     const rows: Row[] = [];
-    const scenario = async (name: string, server: 'service' | 'baseline', spec: Omit<LoadSpec, 'durationMs' | 'warmupMs'>) => {
-      const pid = (server === 'service' ? service : baseline).pid!;
+    type Server = 'service' | 'baseline' | 'in-process';
+    const scenario = async (name: string, server: Server, spec: Omit<LoadSpec, 'durationMs' | 'warmupMs'>) => {
+      const timing = { durationMs: settings.durationMs, warmupMs: settings.warmupMs };
       const before = server === 'service' ? await engineStats(serviceUrl) : undefined;
-      const usage = sampleUsage(pid, () => loadPid);
-      const result = await runLoad({ ...spec, durationMs: settings.durationMs, warmupMs: settings.warmupMs });
+      loadPid = undefined;
+      // In process, the driver is the service: its CPU is reported as the service's.
+      const usage = sampleUsage(
+        () => (server === 'service' ? service.pid : server === 'baseline' ? baseline.pid : loadPid),
+        () => (server === 'in-process' ? undefined : loadPid),
+      );
+      const result =
+        server === 'in-process'
+          ? await runDriver('bench/engine-load.ts', { connections: spec.connections, handles: seeded.handles, pin: PIN, ...timing }, serviceEnv, profile)
+          : await runDriver('bench/load.ts', { ...spec, ...timing });
       const used = usage.stop();
       const after = server === 'service' ? await engineStats(serviceUrl) : undefined;
       const batches = before && after ? after.batches - before.batches : 0;
@@ -209,6 +222,9 @@ async function main(): Promise<number> {
       await scenario('p2p uniform', 'baseline', { url: baselineUrl, kind: 'transfer', connections: c, actorsFile, pathPrefix: '/baseline' });
       await scenario('hot merchant', 'service', { url: serviceUrl, kind: 'pay', connections: c, actorsFile, target: seeded.merchantHandle });
       await scenario('hot merchant', 'baseline', { url: baselineUrl, kind: 'pay', connections: c, actorsFile, target: seeded.merchantHandle, pathPrefix: '/baseline' });
+      // What bounds the HTTP numbers on this machine: HTTP alone, and the ledger alone.
+      await scenario('http ceiling', 'baseline', { url: baselineUrl, kind: 'transfer', connections: c, actorsFile, pathPrefix: '/ceiling' });
+      await scenario('p2p uniform', 'in-process', { url: '', kind: 'transfer', connections: c, actorsFile });
     }
     const peak = Math.max(...rows.filter((r) => r.server === 'service' && r.scenario === 'p2p uniform').map((r) => r.throughput));
     const half = Math.max(1, Math.round(peak / 2));
@@ -230,6 +246,9 @@ async function main(): Promise<number> {
       hot_baseline_peak: best('hot merchant', 'baseline'),
       hot_vs_baseline: +(best('hot merchant', 'service') / Math.max(1, best('hot merchant', 'baseline'))).toFixed(2),
       hot_vs_uniform: +(best('hot merchant', 'service') / Math.max(1, best('p2p uniform', 'service'))).toFixed(2),
+      http_ceiling_peak: best('http ceiling', 'baseline'),
+      uniform_vs_http_ceiling: +(best('p2p uniform', 'service') / Math.max(1, best('http ceiling', 'baseline'))).toFixed(2),
+      in_process_peak: best('p2p uniform', 'in-process'),
       p99_at_half_peak_ms: rows.find((r) => r.scenario === 'p2p at half peak')?.p99,
       history_p99_ms: rows.find((r) => r.scenario === 'history 1M entries')?.p99,
       invariant_violations: rows.filter((r) => r.invariants !== 'ok').length + (full.ok ? 0 : full.mismatches.length),
@@ -255,8 +274,10 @@ async function main(): Promise<number> {
           series('service, hot merchant', 'hot merchant', 'service', '#2ca02c'),
           series('baseline, uniform P2P', 'p2p uniform', 'baseline', '#ff7f0e'),
           series('baseline, hot merchant', 'hot merchant', 'baseline', '#d62728'),
+          series('ledger alone, uniform (no HTTP)', 'p2p uniform', 'in-process', '#9467bd'),
+          series('HTTP alone (no database)', 'http ceiling', 'baseline', '#7f7f7f'),
         ],
-        'concurrent HTTP clients',
+        'concurrent clients',
         'successful transfers / s',
       ),
     );

@@ -103,16 +103,33 @@ export interface LedgerEngineOptions extends BatchOptions {
   maxConcurrentBatches?: number;
 }
 
+/** The accounts a command locks: its legs and its hold (the PIN's account is always one of them). */
+function accountsOf(command: PostingCommand): number[] {
+  const ids = command.legs.map((l) => l.accountId);
+  if (command.hold) ids.push(command.hold.accountId);
+  return ids;
+}
+
 /**
  * Group commit. Commands arriving while batches are being written wait for the next batch;
  * when the engine is idle a command goes at once, so a lone request pays no extra latency,
- * and under load many requests share one database transaction. Concurrent batches are safe:
- * the database's row locks, taken in one global order, serialise those that touch the same
- * accounts, and the arithmetic is always redone on what the locks return.
+ * and under load many requests share one database transaction.
+ *
+ * Several batches run at once, on different connections, so that PostgreSQL can work on
+ * one while another commits and while this process evaluates a third. A new batch takes,
+ * in arrival order, the queued commands whose accounts no running batch holds, so batches
+ * in flight do not wait for each other's row locks; a command that must wait holds back
+ * every later command on its accounts, so each account still sees its commands in arrival
+ * order. When every queued command touches a running batch's accounts (one hot account),
+ * one batch is still sent behind the running one and waits for its locks in the database,
+ * so the hot account's next batch is ready the moment the last one commits. Whatever the
+ * scheduling, correctness rests on the database: row locks taken in one global order, and
+ * the arithmetic redone on what the locks return.
  */
 export class LedgerEngine {
   private queue: Pending[] = [];
-  private inFlight = 0;
+  /** The accounts of each batch in flight. */
+  private readonly running = new Set<ReadonlySet<number>>();
   private readonly maxBatchSize: number;
   private readonly maxConcurrentBatches: number;
 
@@ -121,7 +138,7 @@ export class LedgerEngine {
     private readonly options: LedgerEngineOptions,
   ) {
     this.maxBatchSize = options.maxBatchSize ?? 512;
-    this.maxConcurrentBatches = options.maxConcurrentBatches ?? 2;
+    this.maxConcurrentBatches = options.maxConcurrentBatches ?? 4;
   }
 
   post(command: PostingCommand): Promise<PostingResult> {
@@ -141,18 +158,41 @@ export class LedgerEngine {
 
   /** Resolves once every queued command has been answered. */
   async idle(): Promise<void> {
-    while (this.inFlight > 0 || this.queue.length > 0) await new Promise((r) => setTimeout(r, 5));
+    while (this.running.size > 0 || this.queue.length > 0) await new Promise((r) => setTimeout(r, 5));
   }
 
   private pump(): void {
-    while (this.queue.length > 0 && this.inFlight < this.maxConcurrentBatches) {
-      const batch = this.queue.splice(0, this.maxBatchSize);
-      this.inFlight++;
+    while (this.queue.length > 0 && this.running.size < this.maxConcurrentBatches) {
+      const batch = this.take();
+      if (batch.length === 0) return;
+      const accounts = new Set(batch.flatMap((p) => accountsOf(p.command)));
+      this.running.add(accounts);
       void this.runBatch(batch).finally(() => {
-        this.inFlight--;
+        this.running.delete(accounts);
         this.pump();
       });
     }
+  }
+
+  /** The next batch, as described on the class; empty when it must wait for a running one. */
+  private take(): Pending[] {
+    if (this.running.size === 0) return this.queue.splice(0, this.maxBatchSize);
+    const busy = new Set<number>();
+    for (const accounts of this.running) for (const id of accounts) busy.add(id);
+    const taken: Pending[] = [];
+    const waiting: Pending[] = [];
+    for (const pending of this.queue) {
+      const ids = accountsOf(pending.command);
+      if (taken.length < this.maxBatchSize && !ids.some((id) => busy.has(id))) {
+        taken.push(pending);
+      } else {
+        waiting.push(pending);
+        for (const id of ids) busy.add(id);
+      }
+    }
+    if (taken.length === 0 && this.running.size === 1) return this.queue.splice(0, this.maxBatchSize);
+    this.queue = waiting;
+    return taken;
   }
 
   private async runBatch(batch: Pending[]): Promise<void> {

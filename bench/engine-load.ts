@@ -1,0 +1,89 @@
+/**
+ * The ledger without HTTP: the service's own transfer code (WalletService.transfer, the
+ * posting engine, the same configuration) driven in-process by `connections` concurrent
+ * callers, each starting the next transfer when the last is answered. It shows what the
+ * ledger and PostgreSQL do on this machine when no HTTP stack, JSON parsing or load
+ * generator shares the CPU; the HTTP scenarios show what a client sees. Prints one JSON line
+ * in the same shape as the load generator's.
+ */
+import { randomUUID } from 'node:crypto';
+import { loadConfig } from '../src/config.js';
+import { createPool } from '../src/db/pool.js';
+import { LedgerEngine } from '../src/ledger/engine.js';
+import { WalletService } from '../src/wallets/service.js';
+import { requestHash } from '../src/idempotency/store.js';
+import type { Principal } from '../src/auth/service.js';
+import { summarize } from './stats.js';
+
+export interface EngineLoadSpec {
+  connections: number;
+  durationMs: number;
+  warmupMs: number;
+  handles: string[];
+  pin: string;
+}
+
+async function main(): Promise<void> {
+  const spec = JSON.parse(process.argv[2]!) as EngineLoadSpec;
+  const { config } = loadConfig(process.env);
+  if (!config.databaseUrl) throw new Error('DATABASE_URL is required');
+  const db = createPool(config.databaseUrl, config.databasePoolSize);
+  const engine = new LedgerEngine(db, {
+    timeZone: config.limitTimeZone,
+    pin: { pepper: config.pinPepper, maxFailures: config.pinMaxFailures, lockSeconds: config.pinLockSeconds },
+    maxBatchSize: config.ledgerMaxBatchSize,
+    maxConcurrentBatches: config.ledgerConcurrentBatches,
+  });
+  const wallets = new WalletService(db, engine, {
+    maxTransactionAmountMinor: config.maxTransactionAmountMinor,
+    dailyOutgoingLimitMinor: config.dailyOutgoingLimitMinor,
+  });
+  const { rows } = await db.query<{ user_id: string; wallet_id: string; account_id: number; handle: string; pin_salt: Buffer; pin_hash: Buffer }>(
+    `SELECT u.id AS user_id, w.id AS wallet_id, w.account_id, w.handle, u.pin_salt, u.pin_hash
+       FROM wallets w JOIN users u ON u.id = w.user_id WHERE w.handle = ANY($1::text[])`,
+    [spec.handles],
+  );
+  const principals: Principal[] = rows.map((r) => ({
+    userId: r.user_id,
+    sessionId: randomUUID(),
+    role: 'customer',
+    wallet: { id: r.wallet_id, accountId: r.account_id, handle: r.handle },
+    pin: { salt: r.pin_salt, hash: r.pin_hash },
+  }));
+  const n = principals.length;
+  let counter = 0;
+  const prefix = `${process.pid}-${Date.now()}`;
+  const transfer = async () => {
+    const i = Math.floor(Math.random() * n);
+    let j = Math.floor(Math.random() * (n - 1));
+    if (j >= i) j++;
+    const principal = principals[i]!;
+    const input = { to: principals[j]!.wallet!.handle, amount: 1, pin: spec.pin };
+    const claim = { principal: `user:${principal.userId}`, key: `${prefix}-${counter++}`, requestHash: requestHash('POST', '/wallet/transfer', input) };
+    return (await wallets.transfer(principal, input, claim)).statusCode;
+  };
+
+  const latencies: number[] = [];
+  const statuses: Record<string, number> = {};
+  let measuring = false;
+  let stopped = false;
+  setTimeout(() => (measuring = true), spec.warmupMs);
+  setTimeout(() => (stopped = true), spec.warmupMs + spec.durationMs);
+  await Promise.all(
+    Array.from({ length: spec.connections }, async () => {
+      while (!stopped) {
+        const started = performance.now();
+        const status = await transfer().then(String, (error: Error) => `error:${error.name}`);
+        if (!measuring) continue;
+        latencies.push(performance.now() - started);
+        statuses[status] = (statuses[status] ?? 0) + 1;
+      }
+    }),
+  );
+  await engine.idle();
+  await db.end();
+  const result = summarize(latencies, statuses, spec.durationMs);
+  process.stdout.write(JSON.stringify(result) + '\n');
+}
+
+void main();
