@@ -48,7 +48,9 @@ export const keyOf = (principal: string, key: string) => `${principal}\u0000${ke
 
 // One statement reads and locks everything a batch needs: the accounts, in id order, with
 // today's outgoing money and their owners' PIN attempt counters; stored idempotency keys; and
-// holds to settle.
+// holds to settle. Every look-up is by primary key, whatever the planner guesses about the
+// tables: keys through a LATERAL subquery with LIMIT 1, which cannot become a hash join over
+// a sequential scan of every stored key.
 //
 // Locked rows are returned as they are once the lock is granted, so balances, held amounts,
 // daily counters and PIN counters are exact. The other reads see the database as of the statement's start,
@@ -72,7 +74,8 @@ SELECT now() AS now,
        (SELECT coalesce(json_agg(acc), '[]') FROM acc) AS accounts,
        (SELECT coalesce(json_agg(k), '[]') FROM (
           SELECT k.principal, k.key, encode(k.request_hash, 'hex') AS hash, k.status_code, k.response
-            FROM idempotency_keys k JOIN unnest($3::text[], $4::text[]) AS c(principal, key) USING (principal, key)) k) AS keys,
+            FROM unnest($3::text[], $4::text[]) AS c(principal, key)
+            CROSS JOIN LATERAL (SELECT * FROM idempotency_keys k WHERE k.principal = c.principal AND k.key = c.key LIMIT 1) k) k) AS keys,
        (SELECT coalesce(json_agg(h), '[]') FROM (
           SELECT id, account_id, amount, status FROM holds WHERE id = ANY($5::uuid[])) h) AS holds`;
 
@@ -108,7 +111,7 @@ export async function readState(tx: Queryable, commands: PostingCommand[], timeZ
     if (c.idempotency) claims.push(c.idempotency);
   }
   const { rows } = await tx.query<ReadRow>({
-    name: 'ledger-read-v4',
+    name: 'ledger-read-v5',
     text: READ,
     values: [
       [...accountIds].sort((a, b) => a - b),
