@@ -7,6 +7,7 @@
  * in the same shape as the load generator's.
  */
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { loadConfig } from '../src/config.js';
 import { createPool } from '../src/db/pool.js';
 import { LedgerEngine } from '../src/ledger/engine.js';
@@ -19,12 +20,13 @@ export interface EngineLoadSpec {
   connections: number;
   durationMs: number;
   warmupMs: number;
-  handles: string[];
-  pin: string;
+  /** The load generator's actors file: the wallets' handles and their PIN. */
+  actorsFile: string;
 }
 
 async function main(): Promise<void> {
   const spec = JSON.parse(process.argv[2]!) as EngineLoadSpec;
+  const actors = JSON.parse(readFileSync(spec.actorsFile, 'utf8')) as { handles: string[]; pin: string };
   const { config } = loadConfig(process.env);
   if (!config.databaseUrl) throw new Error('DATABASE_URL is required');
   const db = createPool(config.databaseUrl, config.databasePoolSize);
@@ -41,7 +43,7 @@ async function main(): Promise<void> {
   const { rows } = await db.query<{ user_id: string; wallet_id: string; account_id: number; handle: string; pin_salt: Buffer; pin_hash: Buffer }>(
     `SELECT u.id AS user_id, w.id AS wallet_id, w.account_id, w.handle, u.pin_salt, u.pin_hash
        FROM wallets w JOIN users u ON u.id = w.user_id WHERE w.handle = ANY($1::text[])`,
-    [spec.handles],
+    [actors.handles],
   );
   const principals: Principal[] = rows.map((r) => ({
     userId: r.user_id,
@@ -58,7 +60,7 @@ async function main(): Promise<void> {
     let j = Math.floor(Math.random() * (n - 1));
     if (j >= i) j++;
     const principal = principals[i]!;
-    const input = { to: principals[j]!.wallet!.handle, amount: 1, pin: spec.pin };
+    const input = { to: principals[j]!.wallet!.handle, amount: 1, pin: actors.pin };
     const claim = { principal: `user:${principal.userId}`, key: `${prefix}-${counter++}`, requestHash: requestHash('POST', '/wallet/transfer', input) };
     return (await wallets.transfer(principal, input, claim)).statusCode;
   };

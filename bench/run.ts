@@ -191,7 +191,7 @@ async function main(): Promise<number> {
       );
       const result =
         server === 'in-process'
-          ? await runDriver('bench/engine-load.ts', { connections: spec.connections, handles: seeded.handles, pin: PIN, ...timing }, serviceEnv, profile)
+          ? await runDriver('bench/engine-load.ts', { connections: spec.connections, actorsFile: spec.actorsFile, ...timing }, serviceEnv, profile)
           : await runDriver('bench/load.ts', { ...spec, ...timing });
       const used = usage.stop();
       const after = server === 'service' ? await engineStats(serviceUrl) : undefined;

@@ -138,7 +138,7 @@ export class LedgerEngine {
     private readonly options: LedgerEngineOptions,
   ) {
     this.maxBatchSize = options.maxBatchSize ?? 512;
-    this.maxConcurrentBatches = options.maxConcurrentBatches ?? 4;
+    this.maxConcurrentBatches = options.maxConcurrentBatches ?? 2;
   }
 
   post(command: PostingCommand): Promise<PostingResult> {
