@@ -200,14 +200,29 @@ describe('POST /wallet/transfer', () => {
 
   it('answers 409 idempotency_key_in_use to a duplicate that arrives while the first runs', async () => {
     const key = newKey();
-    const [a, b] = await Promise.all([
-      transfer(t, asha, bala.wallet.handle, 5, key),
-      transfer(t, asha, bala.wallet.handle, 5, key),
-    ]);
-    const statuses = [a.statusCode, b.statusCode].sort();
-    assert.deepEqual(statuses, [201, 409]);
-    const conflict = a.statusCode === 409 ? a : b;
-    assert.equal(conflict.json().code, 'idempotency_key_in_use');
+    const before = await balanceOf(t, asha);
+    // Hold the first request inside its batch: another transaction keeps the sender's row locked.
+    const blocker = await t.db.connect();
+    let first: Promise<Awaited<ReturnType<typeof transfer>>>;
+    try {
+      await blocker.query('BEGIN');
+      await blocker.query(`SELECT 1 FROM accounts WHERE id = (SELECT account_id FROM wallets WHERE id = $1) FOR UPDATE`, [asha.wallet.id]);
+      first = transfer(t, asha, bala.wallet.handle, 5, key);
+      // Wait until the first request's batch is waiting for the lock, so it is surely in flight.
+      for (let i = 0; i < 200; i++) {
+        const { rows } = await t.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`);
+        if (rows[0]!.n > 0) break;
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      const duplicate = await transfer(t, asha, bala.wallet.handle, 5, key);
+      assert.equal(duplicate.statusCode, 409);
+      assert.equal(duplicate.json().code, 'idempotency_key_in_use');
+    } finally {
+      await blocker.query('COMMIT');
+      blocker.release();
+    }
+    assert.equal((await first).statusCode, 201);
+    assert.equal(await balanceOf(t, asha), before - 5);
   });
 
   it('refuses a transfer between wallets of different currencies with 422 currency_mismatch', async () => {
