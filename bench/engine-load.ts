@@ -1,17 +1,16 @@
 /**
- * The ledger without HTTP: the service's own transfer code (WalletService.transfer, the
- * posting engine, the same configuration) driven in-process by `connections` concurrent
- * callers, each starting the next transfer when the last is answered. It shows what the
+ * The ledger without HTTP: the service's own transfer code (the app built as the service
+ * builds it, then WalletService.transfer and the posting engine) driven in process by
+ * `connections` concurrent callers, each starting the next transfer when the last is answered. It shows what the
  * ledger and PostgreSQL do on this machine when no HTTP stack, JSON parsing or load
  * generator shares the CPU; the HTTP scenarios show what a client sees. Prints one JSON line
  * in the same shape as the load generator's.
  */
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { buildApp } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
-import { createPool } from '../src/db/pool.js';
-import { LedgerEngine } from '../src/ledger/engine.js';
-import { WalletService } from '../src/wallets/service.js';
+import { openDatabase } from '../src/database.js';
 import { requestHash } from '../src/idempotency/store.js';
 import type { Principal } from '../src/auth/service.js';
 import { summarize } from './stats.js';
@@ -27,19 +26,10 @@ export interface EngineLoadSpec {
 async function main(): Promise<void> {
   const spec = JSON.parse(process.argv[2]!) as EngineLoadSpec;
   const actors = JSON.parse(readFileSync(spec.actorsFile, 'utf8')) as { handles: string[]; pin: string };
+  // The service's own composition, minus listening: the same engine, services and settings.
   const { config } = loadConfig(process.env);
-  if (!config.databaseUrl) throw new Error('DATABASE_URL is required');
-  const db = createPool(config.databaseUrl, config.databasePoolSize);
-  const engine = new LedgerEngine(db, {
-    timeZone: config.limitTimeZone,
-    pin: { pepper: config.pinPepper, maxFailures: config.pinMaxFailures, lockSeconds: config.pinLockSeconds },
-    maxBatchSize: config.ledgerMaxBatchSize,
-    maxConcurrentBatches: config.ledgerConcurrentBatches,
-  });
-  const wallets = new WalletService(db, engine, {
-    maxTransactionAmountMinor: config.maxTransactionAmountMinor,
-    dailyOutgoingLimitMinor: config.dailyOutgoingLimitMinor,
-  });
+  const { db } = await openDatabase(config, () => undefined);
+  const { app, ctx } = await buildApp({ config, db });
   const { rows } = await db.query<{ user_id: string; wallet_id: string; account_id: number; handle: string; pin_salt: Buffer; pin_hash: Buffer }>(
     `SELECT u.id AS user_id, w.id AS wallet_id, w.account_id, w.handle, u.pin_salt, u.pin_hash
        FROM wallets w JOIN users u ON u.id = w.user_id WHERE w.handle = ANY($1::text[])`,
@@ -62,7 +52,7 @@ async function main(): Promise<void> {
     const principal = principals[i]!;
     const input = { to: principals[j]!.wallet!.handle, amount: 1, pin: actors.pin };
     const claim = { principal: `user:${principal.userId}`, key: `${prefix}-${counter++}`, requestHash: requestHash('POST', '/wallet/transfer', input) };
-    return (await wallets.transfer(principal, input, claim)).statusCode;
+    return (await ctx.wallets.transfer(principal, input, claim)).statusCode;
   };
 
   const latencies: number[] = [];
@@ -82,7 +72,8 @@ async function main(): Promise<void> {
       }
     }),
   );
-  await engine.idle();
+  await app.close();
+  await ctx.engine.idle();
   await db.end();
   const result = summarize(latencies, statuses, spec.durationMs);
   process.stdout.write(JSON.stringify(result) + '\n');
