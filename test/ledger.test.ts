@@ -229,3 +229,75 @@ describe('a batch finds its rows by key, never by scanning a table', () => {
     }
   });
 });
+
+describe('concurrent batches', () => {
+  let t: TestApp;
+  before(async () => {
+    t = await startApp();
+  });
+  after(async () => {
+    await assertInvariants(t.db);
+    await t.close();
+  });
+
+  it('many commands posted at once end exactly as if applied one by one in arrival order; retries replay', async () => {
+    const clearing = (await t.db.query<{ id: number }>(`SELECT id FROM accounts WHERE code = 'gateway_clearing'`)).rows[0]!.id;
+    // A few hot accounts that nearly every batch shares, and many that batches can split.
+    const accounts = (await t.db.query<{ id: number }>(`INSERT INTO accounts (kind, currency) SELECT 'customer', 'INR' FROM generate_series(1, 30) RETURNING id`)).rows.map((r) => r.id);
+    const opening = 100;
+    await withTransaction(t.db, (tx) =>
+      applyBatch(tx, accounts.map((id) => ({ type: 'deposit', legs: [{ accountId: clearing, amount: -opening }, { accountId: id, amount: opening }] }) satisfies PostingCommand), TEST_ENGINE),
+    );
+    let seed = 42;
+    const random = (n: number) => {
+      seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31;
+      return seed % n;
+    };
+    const pick = () => (random(3) === 0 ? accounts[random(3)]! : accounts[random(accounts.length)]!);
+    const moves = Array.from({ length: 400 }, (_, i) => {
+      const from = pick();
+      let to = pick();
+      while (to === from) to = pick();
+      return { from, to, amount: 1 + random(60), key: `order-${i}` };
+    });
+    // What applying them one by one, in order, gives.
+    const balances = new Map(accounts.map((id) => [id, opening]));
+    const expected = moves.map(({ from, to, amount }) => {
+      if (balances.get(from)! < amount) return 'insufficient_funds';
+      balances.set(from, balances.get(from)! - amount);
+      balances.set(to, balances.get(to)! + amount);
+      return 'ok';
+    });
+    const command = ({ from, to, amount, key }: (typeof moves)[number]): PostingCommand => ({
+      type: 'transfer',
+      legs: [
+        { accountId: from, amount: -amount },
+        { accountId: to, amount },
+      ],
+      idempotency: {
+        principal: 'order-test',
+        key,
+        requestHash: Buffer.alloc(32),
+        render: (o) => ({ statusCode: o.ok ? 201 : 422, body: o.ok ? { balance: o.entries[0]!.balanceAfter } : { code: o.code } }),
+      },
+    });
+    const engine = new LedgerEngine(t.db, { ...TEST_ENGINE, maxConcurrentBatches: 4, maxBatchSize: 32 });
+    const results = await Promise.all(moves.map((m) => engine.post(command(m))));
+    assert.deepEqual(
+      results.map((r) => (r.kind === 'applied' ? (r.outcome.ok ? 'ok' : r.outcome.code) : r.kind)),
+      expected,
+    );
+    const { rows } = await t.db.query<{ id: number; balance: number }>(`SELECT id, balance FROM accounts WHERE id = ANY($1::bigint[])`, [accounts]);
+    assert.deepEqual(new Map(rows.map((r) => [r.id, r.balance])), balances);
+
+    // Every key again, twice at once: each answered as it was first, nothing moves.
+    const retried = await Promise.all(moves.flatMap((m) => [engine.post(command(m)), engine.post(command(m))]));
+    retried.forEach((r, i) => {
+      const first = results[Math.floor(i / 2)]!;
+      assert.equal(r.kind, 'replayed');
+      assert.deepEqual(r.kind === 'replayed' && r.response, first.kind === 'applied' && first.response);
+    });
+    const again = await t.db.query<{ id: number; balance: number }>(`SELECT id, balance FROM accounts WHERE id = ANY($1::bigint[])`, [accounts]);
+    assert.deepEqual(new Map(again.rows.map((r) => [r.id, r.balance])), balances);
+  });
+});

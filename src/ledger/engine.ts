@@ -97,6 +97,18 @@ interface Pending {
   reject: (error: unknown) => void;
 }
 
+/** A batch in flight: the accounts it locks, and a promise settled once it holds their locks. */
+interface Running {
+  accounts: ReadonlySet<number>;
+  locked: Promise<void>;
+}
+
+/** For a batch sent behind another on the same accounts: wait for that one's locks, and signal our own. */
+interface Order {
+  after?: Promise<void>;
+  locked?: () => void;
+}
+
 export interface LedgerEngineOptions extends BatchOptions {
   maxBatchSize?: number;
   /** Batches in flight at once: a second one is evaluated while the first waits for its commit. */
@@ -121,15 +133,15 @@ function accountsOf(command: PostingCommand): number[] {
  * in flight do not wait for each other's row locks; a command that must wait holds back
  * every later command on its accounts, so each account still sees its commands in arrival
  * order. When every queued command touches a running batch's accounts (one hot account),
- * one batch is still sent behind the running one and waits for its locks in the database,
- * so the hot account's next batch is ready the moment the last one commits. Whatever the
+ * one batch is still sent behind the running one, once that one holds its locks, and waits
+ * for them in the database, so the hot account's next batch is ready the moment the last
+ * one commits and still comes after it. Whatever the
  * scheduling, correctness rests on the database: row locks taken in one global order, and
  * the arithmetic redone on what the locks return.
  */
 export class LedgerEngine {
   private queue: Pending[] = [];
-  /** The accounts of each batch in flight. */
-  private readonly running = new Set<ReadonlySet<number>>();
+  private readonly running = new Set<Running>();
   private readonly maxBatchSize: number;
   private readonly maxConcurrentBatches: number;
 
@@ -163,22 +175,27 @@ export class LedgerEngine {
 
   private pump(): void {
     while (this.queue.length > 0 && this.running.size < this.maxConcurrentBatches) {
-      const batch = this.take();
+      const { batch, behind } = this.take();
       if (batch.length === 0) return;
-      const accounts = new Set(batch.flatMap((p) => accountsOf(p.command)));
-      this.running.add(accounts);
-      void this.runBatch(batch).finally(() => {
-        this.running.delete(accounts);
+      let locked!: () => void;
+      const entry: Running = { accounts: new Set(batch.flatMap((p) => accountsOf(p.command))), locked: new Promise((r) => (locked = r)) };
+      this.running.add(entry);
+      void this.runBatch(batch, { after: behind?.locked, locked }).finally(() => {
+        locked();
+        this.running.delete(entry);
         this.pump();
       });
     }
   }
 
-  /** The next batch, as described on the class; empty when it must wait for a running one. */
-  private take(): Pending[] {
-    if (this.running.size === 0) return this.queue.splice(0, this.maxBatchSize);
+  /**
+   * The next batch, as described on the class, and the running batch it must follow when it
+   * shares accounts with one; empty when it must wait for a running one to finish.
+   */
+  private take(): { batch: Pending[]; behind?: Running } {
+    if (this.running.size === 0) return { batch: this.queue.splice(0, this.maxBatchSize) };
     const busy = new Set<number>();
-    for (const accounts of this.running) for (const id of accounts) busy.add(id);
+    for (const { accounts } of this.running) for (const id of accounts) busy.add(id);
     const taken: Pending[] = [];
     const waiting: Pending[] = [];
     for (const pending of this.queue) {
@@ -190,15 +207,15 @@ export class LedgerEngine {
         for (const id of ids) busy.add(id);
       }
     }
-    if (taken.length === 0 && this.running.size === 1) return this.queue.splice(0, this.maxBatchSize);
+    if (taken.length === 0 && this.running.size === 1) return { batch: this.queue.splice(0, this.maxBatchSize), behind: [...this.running][0] };
     this.queue = waiting;
-    return taken;
+    return { batch: taken };
   }
 
-  private async runBatch(batch: Pending[]): Promise<void> {
+  private async runBatch(batch: Pending[], order: Order = {}): Promise<void> {
     const started = process.hrtime.bigint();
     try {
-      const results = await this.commit(batch.map((p) => p.command));
+      const results = await this.commit(batch.map((p) => p.command), order);
       batch.forEach((p, i) => p.resolve(results[i]!));
       this.record(batch, results, started);
     } catch (error) {
@@ -212,10 +229,10 @@ export class LedgerEngine {
     }
   }
 
-  private async commit(commands: PostingCommand[]): Promise<PostingResult[]> {
+  private async commit(commands: PostingCommand[], order: Order): Promise<PostingResult[]> {
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.commitOnce(commands);
+        return await this.commitOnce(commands, order);
       } catch (error) {
         // Another process stored one of our keys between our read and our write: run the
         // batch again, and this time the key is found and its answer replayed. Deadlocks,
@@ -238,7 +255,8 @@ export class LedgerEngine {
    * This relies on node-pg 8 queueing a query issued while another runs on the same client
    * (it warns once that pg 9 will drop this), so package.json keeps pg within major version 8 (^8).
    */
-  private async commitOnce(commands: PostingCommand[]): Promise<PostingResult[]> {
+  private async commitOnce(commands: PostingCommand[], order: Order): Promise<PostingResult[]> {
+    await order.after;
     const connecting = process.hrtime.bigint();
     const client = await this.db.connect();
     this.options.metrics?.ledgerBatchPhase.observe({ phase: 'connect' }, Number(process.hrtime.bigint() - connecting) / 1e9);
@@ -251,6 +269,8 @@ export class LedgerEngine {
       begin.catch(() => undefined);
       await begin;
       const { results, written } = await prepared;
+      // The read returned, so this batch holds its locks: a batch queued behind it may go.
+      order.locked?.();
       const commit = client.query('COMMIT');
       try {
         await written;
