@@ -15,7 +15,6 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../src/db/embedded.js';
@@ -25,6 +24,7 @@ import { reconcile } from '../src/ledger/reconcile.js';
 import { seedHistory, seedWallets, PIN } from './seed.js';
 import { sampleUsage, type Usage } from './procs.js';
 import { lineChart } from './plot.js';
+import { freePort } from '../test/free-port.js';
 import type { LoadSpec } from './load.js';
 import type { LoadResult } from './stats.js';
 
@@ -58,16 +58,6 @@ interface Row extends LoadResult, Usage {
   invariants: 'ok' | string;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const address = s.address();
-      s.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
-    });
-  });
-}
-
 async function waitReady(url: string, child: ChildProcess): Promise<void> {
   for (let i = 0; i < 600; i++) {
     if (child.exitCode !== null) throw new Error(`${url} exited with ${child.exitCode}`);
@@ -96,10 +86,9 @@ function runDriver(script: string, spec: unknown, driverEnv: NodeJS.ProcessEnv =
 
 /** Cheap checks after every scenario; the full reconciliation runs at the end. */
 async function quickInvariants(db: Db): Promise<string> {
-  const { rows } = await db.query<{ total: number; negative: number; held_off: number }>(
+  const { rows } = await db.query<{ total: number; negative: number }>(
     `SELECT sum(balance)::bigint AS total,
-            count(*) FILTER (WHERE kind = 'customer' AND (balance < 0 OR balance - held < 0))::bigint AS negative,
-            0::bigint AS held_off
+            count(*) FILTER (WHERE kind = 'customer' AND (balance < 0 OR balance - held < 0))::bigint AS negative
        FROM accounts`,
   );
   const r = rows[0]!;

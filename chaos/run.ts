@@ -22,6 +22,7 @@ import { startEmbeddedPostgres, type EmbeddedPostgres } from '../src/db/embedded
 import { createPool, ensureDatabase } from '../src/db/pool.js';
 import { reconcile } from '../src/ledger/reconcile.js';
 import { signPayload } from '../src/signatures.js';
+import { freePort } from '../test/free-port.js';
 
 const KILLS = Number(process.env.CHAOS_KILLS ?? 20);
 const CLIENTS = Number(process.env.CHAOS_CLIENTS ?? 16);
@@ -271,8 +272,8 @@ class Service {
 
 async function main(): Promise<number> {
   const work = mkdtempSync(join(tmpdir(), 'wallet-chaos-'));
-  const pgPort = 47000 + Math.floor(Math.random() * 2000);
-  const port = pgPort + 2000;
+  const pgPort = await freePort();
+  const port = await freePort();
   base = `http://127.0.0.1:${port}`;
   let pg: EmbeddedPostgres | undefined = await startEmbeddedPostgres({ dataDir: join(work, 'pg'), port: pgPort, log: () => undefined });
   const databaseUrl = await ensureDatabase(pg.url, 'wallet_chaos');

@@ -1,4 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
+import { freePort } from './free-port.js';
 
 export interface RedisServer {
   url: string;
@@ -10,9 +11,9 @@ export function redisInstalled(): boolean {
   return spawnSync('redis-server', ['--version']).status === 0;
 }
 
-/** A throwaway redis-server on a random loopback port, nothing persisted; resolves once it answers PING. */
+/** A throwaway redis-server on a free loopback port, nothing persisted; resolves once it answers PING. */
 export async function startRedisServer(): Promise<RedisServer> {
-  const port = 42000 + Math.floor(Math.random() * 8000);
+  const port = await freePort();
   const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
   const server = { url: `redis://127.0.0.1:${port}`, kill: () => void child.kill('SIGKILL') };
   for (let i = 0; i < 200; i++) {

@@ -10,6 +10,7 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../src/db/embedded.js';
+import { freePort } from './free-port.js';
 import { createPool, ensureDatabase } from '../src/db/pool.js';
 import { migrate } from '../src/db/migrate.js';
 import { redisInstalled, startRedisServer, type RedisServer } from './redis-server.js';
@@ -34,8 +35,7 @@ async function main(): Promise<number> {
   const redisUrl = process.env.TEST_REDIS_URL ?? redis?.url;
   if (!serverUrl) {
     dataDir = mkdtempSync(join(tmpdir(), 'wallet-test-'));
-    const port = 55000 + Math.floor(Math.random() * 5000);
-    embedded = await startEmbeddedPostgres({ dataDir, port, log: () => undefined });
+    embedded = await startEmbeddedPostgres({ dataDir, port: await freePort(), log: () => undefined });
     serverUrl = embedded.url;
   }
   try {

@@ -16,8 +16,6 @@ export interface Posted {
 // jsonb literals, which would be escaped and parsed twice). Balances are only ever
 // incremented, never overwritten from memory, and the statement itself checks that the
 // results agree with the batch's arithmetic: a disagreement raises and aborts the batch.
-// Balances are only ever incremented, never overwritten from memory; the RETURNING rows
-// let the caller prove that memory and database agree before it commits.
 const WRITE = `
 WITH lt AS (
   INSERT INTO ledger_transactions (id, type, note, reference, created_at)
