@@ -4,7 +4,7 @@ const TEST_ENGINE = { timeZone: 'UTC', pin: { pepper: 'unused-in-these-tests', m
 import { randomUUID } from 'node:crypto';
 import { applyBatch, LedgerEngine } from '../src/ledger/engine.js';
 import { withTransaction } from '../src/db/transaction.js';
-import type { PostingCommand } from '../src/ledger/types.js';
+import type { PostingCommand, PostingResult } from '../src/ledger/types.js';
 import { assertInvariants, registerUser, startApp, fund, type TestApp } from './helpers.js';
 
 describe('the ledger schema refuses what would break the books', () => {
@@ -282,7 +282,13 @@ describe('concurrent batches', () => {
       },
     });
     const engine = new LedgerEngine(t.db, { ...TEST_ENGINE, maxConcurrentBatches: 4, maxBatchSize: 32 });
-    const results = await Promise.all(moves.map((m) => engine.post(command(m))));
+    // In waves, so that commands also arrive while batches are running and finishing.
+    const posted: Array<Promise<PostingResult>> = [];
+    for (const [i, m] of moves.entries()) {
+      posted.push(engine.post(command(m)));
+      if (i % 10 === 9) await new Promise((r) => setTimeout(r, 1));
+    }
+    const results = await Promise.all(posted);
     assert.deepEqual(
       results.map((r) => (r.kind === 'applied' ? (r.outcome.ok ? 'ok' : r.outcome.code) : r.kind)),
       expected,

@@ -142,6 +142,12 @@ function accountsOf(command: PostingCommand): number[] {
 export class LedgerEngine {
   private queue: Pending[] = [];
   private readonly running = new Set<Running>();
+  /**
+   * Set when no queued command could start for want of a running batch's accounts: those
+   * accounts and every queued command's. A new command on any of them waits without the
+   * queue being scanned again; the set is dropped whenever a batch finishes.
+   */
+  private stalledOn: Set<number> | undefined;
   private readonly maxBatchSize: number;
   private readonly maxConcurrentBatches: number;
 
@@ -156,6 +162,11 @@ export class LedgerEngine {
   post(command: PostingCommand): Promise<PostingResult> {
     return new Promise((resolve, reject) => {
       this.queue.push({ command, resolve, reject });
+      const ids = this.stalledOn && accountsOf(command);
+      if (ids?.some((id) => this.stalledOn!.has(id))) {
+        for (const id of ids) this.stalledOn!.add(id);
+        return;
+      }
       this.pump();
     });
   }
@@ -183,6 +194,7 @@ export class LedgerEngine {
       void this.runBatch(batch, { after: behind?.locked, locked }).finally(() => {
         locked();
         this.running.delete(entry);
+        this.stalledOn = undefined;
         this.pump();
       });
     }
@@ -209,6 +221,7 @@ export class LedgerEngine {
     }
     if (taken.length === 0 && this.running.size === 1) return { batch: this.queue.splice(0, this.maxBatchSize), behind: [...this.running][0] };
     this.queue = waiting;
+    this.stalledOn = taken.length === 0 ? busy : undefined;
     return { batch: taken };
   }
 
