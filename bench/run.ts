@@ -10,7 +10,9 @@
  *
  * Settings (environment): DATABASE_URL (a server whose user may create databases; default:
  * a throwaway embedded PostgreSQL), BENCH_WALLETS (10000), BENCH_HISTORY_ENTRIES (1000000),
- * BENCH_CONCURRENCY (8,32,128,512), BENCH_DURATION_MS (8000), BENCH_WARMUP_MS (2000).
+ * BENCH_CONCURRENCY (8,32,128,512), BENCH_DURATION_MS (8000), BENCH_WARMUP_MS (2000),
+ * BENCH_SCENARIOS (all: uniform,hot,ceiling,in-process,half-peak,history; half-peak needs
+ * uniform, whose peak sets its rate).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -35,7 +37,15 @@ const settings = {
   concurrency: (env.BENCH_CONCURRENCY ?? '8,32,128,512').split(',').map(Number),
   durationMs: Number(env.BENCH_DURATION_MS ?? 8_000),
   warmupMs: Number(env.BENCH_WARMUP_MS ?? 2_000),
+  scenarios: (env.BENCH_SCENARIOS ?? 'uniform,hot,ceiling,in-process,half-peak,history').split(','),
 };
+const allScenarios = ['uniform', 'hot', 'ceiling', 'in-process', 'half-peak', 'history'];
+const unknown = settings.scenarios.filter((s) => !allScenarios.includes(s));
+if (unknown.length > 0) throw new Error(`BENCH_SCENARIOS: unknown ${unknown.join(', ')}; known: ${allScenarios.join(', ')}`);
+if (settings.scenarios.includes('half-peak') && !settings.scenarios.includes('uniform')) {
+  throw new Error('BENCH_SCENARIOS: half-peak takes its rate from the uniform peak, so it needs uniform too');
+}
+const runs = (name: string) => settings.scenarios.includes(name);
 
 /** Mean batch size and batch duration of the service's posting engine, from its /metrics. */
 async function engineStats(url: string): Promise<{ batches: number; commands: number; seconds: number; phases: Record<string, number> }> {
@@ -207,18 +217,26 @@ async function main(): Promise<number> {
     };
 
     for (const c of settings.concurrency) {
-      await scenario('p2p uniform', 'service', { url: serviceUrl, kind: 'transfer', connections: c, actorsFile });
-      await scenario('p2p uniform', 'baseline', { url: baselineUrl, kind: 'transfer', connections: c, actorsFile, pathPrefix: '/baseline' });
-      await scenario('hot merchant', 'service', { url: serviceUrl, kind: 'pay', connections: c, actorsFile, target: seeded.merchantHandle });
-      await scenario('hot merchant', 'baseline', { url: baselineUrl, kind: 'pay', connections: c, actorsFile, target: seeded.merchantHandle, pathPrefix: '/baseline' });
+      if (runs('uniform')) {
+        await scenario('p2p uniform', 'service', { url: serviceUrl, kind: 'transfer', connections: c, actorsFile });
+        await scenario('p2p uniform', 'baseline', { url: baselineUrl, kind: 'transfer', connections: c, actorsFile, pathPrefix: '/baseline' });
+      }
+      if (runs('hot')) {
+        await scenario('hot merchant', 'service', { url: serviceUrl, kind: 'pay', connections: c, actorsFile, target: seeded.merchantHandle });
+        await scenario('hot merchant', 'baseline', { url: baselineUrl, kind: 'pay', connections: c, actorsFile, target: seeded.merchantHandle, pathPrefix: '/baseline' });
+      }
       // What bounds the HTTP numbers on this machine: HTTP alone, and the ledger alone.
-      await scenario('http ceiling', 'baseline', { url: baselineUrl, kind: 'transfer', connections: c, actorsFile, pathPrefix: '/ceiling' });
-      await scenario('p2p uniform', 'in-process', { url: '', kind: 'transfer', connections: c, actorsFile });
+      if (runs('ceiling')) await scenario('http ceiling', 'baseline', { url: baselineUrl, kind: 'transfer', connections: c, actorsFile, pathPrefix: '/ceiling' });
+      if (runs('in-process')) await scenario('p2p uniform', 'in-process', { url: '', kind: 'transfer', connections: c, actorsFile });
     }
-    const peak = Math.max(...rows.filter((r) => r.server === 'service' && r.scenario === 'p2p uniform').map((r) => r.throughput));
-    const half = Math.max(1, Math.round(peak / 2));
-    await scenario('p2p at half peak', 'service', { url: serviceUrl, kind: 'transfer', connections: Math.max(...settings.concurrency), rate: half, actorsFile });
-    await scenario('history 1M entries', 'service', { url: serviceUrl, kind: 'history', connections: 8, actorsFile: historyActors, cursors: history.cursors });
+    if (runs('half-peak')) {
+      const peak = Math.max(...rows.filter((r) => r.server === 'service' && r.scenario === 'p2p uniform').map((r) => r.throughput));
+      const half = Math.max(1, Math.round(peak / 2));
+      await scenario('p2p at half peak', 'service', { url: serviceUrl, kind: 'transfer', connections: Math.max(...settings.concurrency), rate: half, actorsFile });
+    }
+    if (runs('history')) {
+      await scenario('history 1M entries', 'service', { url: serviceUrl, kind: 'history', connections: 8, actorsFile: historyActors, cursors: history.cursors });
+    }
 
     t0 = Date.now();
     const full = await reconcile(db);

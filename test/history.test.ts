@@ -1,6 +1,8 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { auth, fund, registerUser, startApp, transfer, type TestApp, type User } from './helpers.js';
+import { readHistory } from '../src/ledger/history.js';
+import { withTransaction } from '../src/db/transaction.js';
+import { assertInvariants, auth, fund, registerUser, startApp, transfer, type TestApp, type User } from './helpers.js';
 
 describe('history', () => {
   let t: TestApp;
@@ -103,6 +105,52 @@ describe('history', () => {
       assert.equal(res.statusCode, 404);
       assert.equal(res.json().code, 'transaction_not_found');
     }
+  });
+
+  it('a page of a long history runs on a cached generic plan, not planned again each time', async () => {
+    // A bare account with 30,000 deposits: enough history that a plan costed for "LIMIT $n" (a
+    // tenth of it) would lose to planning each page afresh.
+    const owner = (await t.db.query<{ id: number }>(`INSERT INTO accounts (kind, currency) VALUES ('customer', 'INR') RETURNING id`)).rows[0]!.id;
+    await withTransaction(t.db, async (tx) => {
+      const clearing = await tx.query<{ id: number; balance: number }>(`SELECT id, balance FROM accounts WHERE code = 'gateway_clearing' FOR UPDATE`);
+      const source = clearing.rows[0]!.id;
+      const opening = clearing.rows[0]!.balance;
+      await tx.query(`INSERT INTO ledger_transactions (id, type) SELECT md5('hist' || $1 || i)::uuid, 'deposit' FROM generate_series(1, 30000) i`, [owner]);
+      await tx.query(
+        `INSERT INTO entries (transaction_id, account_id, amount, balance_after, type)
+         SELECT md5('hist' || $1 || i)::uuid, x.account_id, x.amount, x.balance_after, 'deposit'
+           FROM generate_series(1, 30000) i,
+                LATERAL (VALUES ($2::bigint, -1::bigint, $3::bigint - i, 1), ($1::bigint, 1::bigint, i, 2)) AS x(account_id, amount, balance_after, ord)
+          ORDER BY i, x.ord`,
+        [owner, source, opening],
+      );
+      await tx.query('UPDATE accounts SET balance = balance + 30000 WHERE id = $1', [owner]);
+      await tx.query('UPDATE accounts SET balance = balance - 30000 WHERE id = $1', [source]);
+    });
+    await t.db.query('ANALYZE entries');
+    const client = await t.db.connect();
+    try {
+      // PostgreSQL plans the first five runs of a prepared statement for their values, then
+      // keeps its generic plan if that costs no more: every later page skips the planner.
+      const newest = await readHistory(client, owner, {}, 20);
+      assert.equal(newest.items.length, 20);
+      assert.equal(newest.items[0]!.balance_after, 30000);
+      for (let i = 0; i < 8; i++) {
+        await readHistory(client, owner, {}, 20);
+        const older = await readHistory(client, owner, { beforeEntryId: newest.entryIds[i]! }, 20);
+        assert.equal(older.items[0]!.balance_after, 29999 - i);
+      }
+      const { rows } = await client.query<{ name: string; generic_plans: number; custom_plans: number }>(
+        `SELECT name, generic_plans, custom_plans FROM pg_prepared_statements WHERE name IN ('history-000000-21', 'history-100000-21') ORDER BY name`,
+      );
+      assert.equal(rows.length, 2);
+      for (const r of rows) {
+        assert.ok(r.generic_plans >= 3, `${r.name}: ${r.generic_plans} generic, ${r.custom_plans} custom plans`);
+      }
+    } finally {
+      client.release();
+    }
+    await assertInvariants(t.db);
   });
 
   it('an empty wallet has an empty first page', async () => {
