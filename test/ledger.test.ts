@@ -4,6 +4,7 @@ const TEST_ENGINE = { timeZone: 'UTC', pin: { pepper: 'unused-in-these-tests', m
 import { randomUUID } from 'node:crypto';
 import { applyBatch, LedgerEngine } from '../src/ledger/engine.js';
 import { withTransaction } from '../src/db/transaction.js';
+import { createPool } from '../src/db/pool.js';
 import type { PostingCommand, PostingResult } from '../src/ledger/types.js';
 import { assertInvariants, registerUser, startApp, fund, type TestApp } from './helpers.js';
 
@@ -226,6 +227,59 @@ describe('a batch finds its rows by key, never by scanning a table', () => {
       assert.deepEqual(await scans(), before);
     } finally {
       client.release();
+    }
+  });
+
+  it('keeps finding keys by index after its statements were first planned on tables that were nearly empty', async () => {
+    // A connection's statements get their cached generic plan from their sixth run. Made on a
+    // table of a page or two, where a scan is cheapest, and kept, it would scan the table for
+    // every key however large the table grows.
+    const clearing = (await t.db.query<{ id: number }>(`SELECT id FROM accounts WHERE code = 'gateway_clearing'`)).rows[0]!.id;
+    const account = (await t.db.query<{ id: number }>(`INSERT INTO accounts (kind, currency) VALUES ('customer', 'INR') RETURNING id`)).rows[0]!.id;
+    const principal = 'young-table-test';
+    let n = 0;
+    const deposit = (): PostingCommand => {
+      const key = `k-${n++}`;
+      return {
+        type: 'deposit',
+        legs: [
+          { accountId: clearing, amount: -1 },
+          { accountId: account, amount: 1 },
+        ],
+        idempotency: { principal, key, requestHash: Buffer.alloc(32), render: () => ({ statusCode: 201, body: { key } }) },
+      };
+    };
+    // A new connection, so the statements are prepared afresh.
+    const pool = createPool(t.config.databaseUrl!, 1);
+    const client = await pool.connect();
+    try {
+      await client.query('TRUNCATE idempotency_keys');
+      await client.query('ANALYZE idempotency_keys');
+      const batch = (size: number) => Array.from({ length: size }, deposit);
+      // As when a service starts under load: a few lone commands, then batches.
+      for (const size of [1, 1, 1, 1, 1, 100, 100, 100]) {
+        await client.query('BEGIN');
+        await applyBatch(client, batch(size), TEST_ENGINE);
+        await client.query('COMMIT');
+      }
+      // The table grows past what a scan per key could afford, with no new statistics.
+      await client.query(
+        `INSERT INTO idempotency_keys (principal, key, request_hash, status_code, response)
+         SELECT 'bulk', 'b-' || i, '\\x00', 201, '{}' FROM generate_series(1, 20000) i`,
+      );
+      await client.query('SELECT pg_stat_force_next_flush()');
+      const scans = async () =>
+        (await client.query<{ seq_scan: number }>(`SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'idempotency_keys'`)).rows[0]!.seq_scan;
+      const before = await scans();
+      await client.query('BEGIN');
+      const results = await applyBatch(client, batch(100), TEST_ENGINE);
+      await client.query('COMMIT');
+      assert.ok(results.every((r) => r.kind === 'applied' && r.outcome.ok));
+      await client.query('SELECT pg_stat_force_next_flush()');
+      assert.equal(await scans(), before);
+    } finally {
+      client.release();
+      await pool.end();
     }
   });
 });

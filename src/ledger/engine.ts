@@ -16,6 +16,17 @@ export interface BatchOptions {
 }
 
 /**
+ * Every statement of a batch finds its rows by key, and is planned once per connection: its
+ * first runs are planned for their values, then PostgreSQL keeps one generic plan. Were that
+ * plan made while a table held a page or two (a young database, the first seconds after
+ * start), a scan would be its cheapest choice and would stay the plan as the table grew:
+ * every batch reading a whole table for each idempotency key. Inside a batch's transaction,
+ * scans are priced out, so the plans kept are index look-ups whatever the statistics said
+ * when they were made.
+ */
+const BY_KEY_ONLY = 'SET LOCAL enable_seqscan = off';
+
+/**
  * Applies a batch of commands inside the caller's database transaction and returns one
  * result per command, in order. Each command succeeds or fails on its own, exactly as it
  * would alone: commands are evaluated in arrival order against running balances, PIN
@@ -23,6 +34,7 @@ export interface BatchOptions {
  * one reads and locks, one writes.
  */
 export async function applyBatch(tx: Queryable, commands: PostingCommand[], options: BatchOptions): Promise<PostingResult[]> {
+  await tx.query(BY_KEY_ONLY);
   const { results, written } = await prepareBatch(tx, commands, options);
   await written;
   return results;
@@ -275,7 +287,7 @@ export class LedgerEngine {
     this.options.metrics?.ledgerBatchPhase.observe({ phase: 'connect' }, Number(process.hrtime.bigint() - connecting) / 1e9);
     let reusable = true;
     try {
-      const begin = client.query('BEGIN');
+      const begin = client.query(`BEGIN; ${BY_KEY_ONLY}`);
       const prepared = prepareBatch(client, commands, this.options);
       // Both are awaited below; until then a failure of either must not count as unhandled.
       prepared.catch(() => undefined);
