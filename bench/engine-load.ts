@@ -57,16 +57,17 @@ async function main(): Promise<void> {
 
   const latencies: number[] = [];
   const statuses: Record<string, number> = {};
-  let measuring = false;
   let stopped = false;
-  setTimeout(() => (measuring = true), spec.warmupMs);
+  const measureStart = performance.now() + spec.warmupMs;
+  const end = measureStart + spec.durationMs;
   setTimeout(() => (stopped = true), spec.warmupMs + spec.durationMs);
   await Promise.all(
     Array.from({ length: spec.connections }, async () => {
       while (!stopped) {
         const started = performance.now();
         const status = await transfer().then(String, (error: Error) => `error:${error.name}`);
-        if (!measuring) continue;
+        // Counted when started inside the measured window, as the load generator counts.
+        if (started < measureStart || started >= end) continue;
         latencies.push(performance.now() - started);
         statuses[status] = (statuses[status] ?? 0) + 1;
       }

@@ -69,10 +69,14 @@ async function main(): Promise<void> {
 
   const latencies: number[] = [];
   const statuses: Record<string, number> = {};
-  let measuring = false;
   let stopped = false;
+  const begin = performance.now();
+  const measureStart = begin + spec.warmupMs;
+  const end = measureStart + spec.durationMs;
+  // A request counts when it was sent (open loop: due) inside the measured window, however
+  // late it is answered; one sent during the warm-up does not, however late it is answered.
   const record = (started: number, status: string) => {
-    if (!measuring) return;
+    if (started < measureStart || started >= end) return;
     latencies.push(performance.now() - started);
     statuses[status] = (statuses[status] ?? 0) + 1;
   };
@@ -86,10 +90,6 @@ async function main(): Promise<void> {
     }
   };
 
-  const begin = performance.now();
-  setTimeout(() => (measuring = true), spec.warmupMs);
-  const measureStart = begin + spec.warmupMs;
-  const end = measureStart + spec.durationMs;
   setTimeout(() => (stopped = true), spec.warmupMs + spec.durationMs);
 
   if (spec.rate) {
