@@ -244,7 +244,12 @@ async function main(): Promise<number> {
       await scenario('p2p at half peak', 'service', { url: serviceUrl, kind: 'transfer', connections: Math.max(...settings.concurrency), rate: half, actorsFile });
     }
     if (runs('history')) {
-      await scenario('history 1M entries', 'service', { url: serviceUrl, kind: 'history', connections: 8, actorsFile: historyActors, cursors: history.cursors });
+      // Eight clients back to back saturate this machine, so their latency is mostly queueing
+      // (clients / throughput); a page's own latency is measured, as for transfers, at half
+      // of that peak, sent open loop.
+      const spec = { url: serviceUrl, kind: 'history', actorsFile: historyActors, cursors: history.cursors } as const;
+      const saturated = await scenario('history 1M entries', 'service', { ...spec, connections: 8 });
+      await scenario('history at half peak', 'service', { ...spec, connections: 8, rate: Math.max(1, Math.round(saturated.throughput / 2)) });
     }
 
     t0 = Date.now();
@@ -266,7 +271,9 @@ async function main(): Promise<number> {
       uniform_vs_http_ceiling: +(best('p2p uniform', 'service') / Math.max(1, best('http ceiling', 'baseline'))).toFixed(2),
       in_process_peak: best('p2p uniform', 'in-process'),
       p99_at_half_peak_ms: rows.find((r) => r.scenario === 'p2p at half peak')?.p99,
-      history_p99_ms: rows.find((r) => r.scenario === 'history 1M entries')?.p99,
+      history_peak: best('history 1M entries', 'service'),
+      history_p99_ms: rows.find((r) => r.scenario === 'history at half peak')?.p99,
+      history_p99_saturated_ms: rows.find((r) => r.scenario === 'history 1M entries')?.p99,
       invariant_violations: rows.filter((r) => r.invariants !== 'ok').length + (full.ok ? 0 : full.mismatches.length),
     };
     console.log(JSON.stringify(summary, null, 2));
