@@ -32,15 +32,15 @@ import type { LoadSpec } from './load.js';
 import type { LoadResult } from './stats.js';
 
 const env = process.env;
+const allScenarios = ['uniform', 'hot', 'ceiling', 'in-process', 'half-peak', 'history'];
 const settings = {
   wallets: Number(env.BENCH_WALLETS ?? 10_000),
   historyEntries: Number(env.BENCH_HISTORY_ENTRIES ?? 1_000_000),
   concurrency: (env.BENCH_CONCURRENCY ?? '8,32,128,512').split(',').map(Number),
   durationMs: Number(env.BENCH_DURATION_MS ?? 8_000),
   warmupMs: Number(env.BENCH_WARMUP_MS ?? 2_000),
-  scenarios: (env.BENCH_SCENARIOS ?? 'uniform,hot,ceiling,in-process,half-peak,history').split(','),
+  scenarios: env.BENCH_SCENARIOS ? env.BENCH_SCENARIOS.split(',') : allScenarios,
 };
-const allScenarios = ['uniform', 'hot', 'ceiling', 'in-process', 'half-peak', 'history'];
 const unknown = settings.scenarios.filter((s) => !allScenarios.includes(s));
 if (unknown.length > 0) throw new Error(`BENCH_SCENARIOS: unknown ${unknown.join(', ')}; known: ${allScenarios.join(', ')}`);
 const fixedRate = env.BENCH_RATE === undefined ? undefined : Number(env.BENCH_RATE);

@@ -4,9 +4,14 @@ const TEST_ENGINE = { timeZone: 'UTC', pin: { pepper: 'unused-in-these-tests', m
 import { randomUUID } from 'node:crypto';
 import { applyBatch, LedgerEngine } from '../src/ledger/engine.js';
 import { withTransaction } from '../src/db/transaction.js';
-import { createPool } from '../src/db/pool.js';
+import { createPool, type Db, type Queryable } from '../src/db/pool.js';
 import type { PostingCommand, PostingResult } from '../src/ledger/types.js';
 import { assertInvariants, registerUser, startApp, fund, type TestApp } from './helpers.js';
+
+const clearingAccount = async (db: Db) => (await db.query<{ id: number }>(`SELECT id FROM accounts WHERE code = 'gateway_clearing'`)).rows[0]!.id;
+/** New customer accounts with no wallet: the engine's commands name accounts, not wallets. */
+const bareAccounts = async (db: Db, count: number) =>
+  (await db.query<{ id: number }>(`INSERT INTO accounts (kind, currency) SELECT 'customer', 'INR' FROM generate_series(1, $1::int) RETURNING id`, [count])).rows.map((r) => r.id);
 
 describe('the ledger schema refuses what would break the books', () => {
   let t: TestApp;
@@ -21,7 +26,7 @@ describe('the ledger schema refuses what would break the books', () => {
     await fund(t, a, 1_000);
     const ids = await t.db.query<{ account_id: number }>(`SELECT account_id FROM wallets WHERE id = ANY($1::uuid[]) ORDER BY handle`, [[a.wallet.id, b.wallet.id]]);
     [customer, other] = ids.rows.map((r) => r.account_id) as [number, number];
-    clearing = (await t.db.query<{ id: number }>(`SELECT id FROM accounts WHERE code = 'gateway_clearing'`)).rows[0]!.id;
+    clearing = await clearingAccount(t.db);
   });
   after(async () => {
     await assertInvariants(t.db);
@@ -180,29 +185,38 @@ describe('the ledger schema refuses what would break the books', () => {
 
 describe('a batch finds its rows by key, never by scanning a table', () => {
   let t: TestApp;
+  let clearing: number;
+  let n = 0;
   before(async () => {
     t = await startApp();
+    clearing = await clearingAccount(t.db);
   });
   after(async () => {
     await assertInvariants(t.db);
     await t.close();
   });
+  const deposit = (accountId: number): PostingCommand => {
+    const key = `scan-test-${n++}`;
+    return {
+      type: 'deposit',
+      legs: [
+        { accountId: clearing, amount: -1 },
+        { accountId, amount: 1 },
+      ],
+      idempotency: { principal: 'test', key, requestHash: Buffer.alloc(32), render: () => ({ statusCode: 201, body: { key } }) },
+    };
+  };
+  /** Sequential scans so far of the tables a batch reads, as counted after `db`'s own statements. */
+  const seqScans = async (db: Queryable) => {
+    await db.query('SELECT pg_stat_force_next_flush()');
+    const { rows } = await db.query<{ relname: string; seq_scan: number }>(
+      `SELECT relname, seq_scan FROM pg_stat_user_tables WHERE relname IN ('accounts', 'ledger_transactions', 'idempotency_keys', 'entries')`,
+    );
+    return Object.fromEntries(rows.map((r) => [r.relname, r.seq_scan]));
+  };
 
   it('reads, writes and checks a batch without a sequential scan of accounts, ledger transactions, entries or keys', async () => {
-    const clearing = (await t.db.query<{ id: number }>(`SELECT id FROM accounts WHERE code = 'gateway_clearing'`)).rows[0]!.id;
-    const accounts = (await t.db.query<{ id: number }>(`INSERT INTO accounts (kind, currency) SELECT 'customer', 'INR' FROM generate_series(1, 3000) RETURNING id`)).rows.map((r) => r.id);
-    let n = 0;
-    const deposit = (accountId: number): PostingCommand => {
-      const key = `scan-test-${n++}`;
-      return {
-        type: 'deposit',
-        legs: [
-          { accountId: clearing, amount: -1 },
-          { accountId, amount: 1 },
-        ],
-        idempotency: { principal: 'test', key, requestHash: Buffer.alloc(32), render: () => ({ statusCode: 201, body: { key } }) },
-      };
-    };
+    const accounts = await bareAccounts(t.db, 3000);
     // A ledger big enough that a whole-table scan is a real choice for the planner. (Holds
     // stay empty here, and scanning an empty table is the right plan, so they are not counted.)
     for (let i = 0; i < accounts.length; i += 500) {
@@ -210,78 +224,59 @@ describe('a batch finds its rows by key, never by scanning a table', () => {
     }
     await t.db.query('ANALYZE accounts, ledger_transactions, entries, idempotency_keys');
     const client = await t.db.connect();
-    const scans = async () => {
-      await client.query('SELECT pg_stat_force_next_flush()');
-      const { rows } = await client.query<{ relname: string; seq_scan: number }>(
-        `SELECT relname, seq_scan FROM pg_stat_user_tables WHERE relname IN ('accounts', 'ledger_transactions', 'idempotency_keys', 'entries')`,
-      );
-      return Object.fromEntries(rows.map((r) => [r.relname, r.seq_scan]));
-    };
     try {
-      const before = await scans();
+      const before = await seqScans(client);
       for (let round = 0; round < 3; round++) {
         await client.query('BEGIN');
         await applyBatch(client, [0, 1, 2, 3, 4, 5, 6, 7].map((i) => deposit(accounts[(round * 8 + i) * 97]!)), TEST_ENGINE);
         await client.query('COMMIT');
       }
-      assert.deepEqual(await scans(), before);
+      assert.deepEqual(await seqScans(client), before);
     } finally {
       client.release();
     }
   });
 
-  it('keeps finding keys by index after its statements were first planned on tables that were nearly empty', async () => {
-    // A connection's statements get their cached generic plan from their sixth run. Made on a
-    // table of a page or two, where a scan is cheapest, and kept, it would scan the table for
-    // every key however large the table grows.
-    const clearing = (await t.db.query<{ id: number }>(`SELECT id FROM accounts WHERE code = 'gateway_clearing'`)).rows[0]!.id;
-    const account = (await t.db.query<{ id: number }>(`INSERT INTO accounts (kind, currency) VALUES ('customer', 'INR') RETURNING id`)).rows[0]!.id;
-    const principal = 'young-table-test';
-    let n = 0;
-    const deposit = (): PostingCommand => {
-      const key = `k-${n++}`;
-      return {
-        type: 'deposit',
-        legs: [
-          { accountId: clearing, amount: -1 },
-          { accountId: account, amount: 1 },
-        ],
-        idempotency: { principal, key, requestHash: Buffer.alloc(32), render: () => ({ statusCode: 201, body: { key } }) },
-      };
-    };
-    // A new connection, so the statements are prepared afresh.
-    const pool = createPool(t.config.databaseUrl!, 1);
-    const client = await pool.connect();
-    try {
-      await client.query('TRUNCATE idempotency_keys');
-      await client.query('ANALYZE idempotency_keys');
-      const batch = (size: number) => Array.from({ length: size }, deposit);
-      // As when a service starts under load: a few lone commands, then batches.
-      for (const size of [1, 1, 1, 1, 1, 100, 100, 100]) {
-        await client.query('BEGIN');
-        await applyBatch(client, batch(size), TEST_ENGINE);
-        await client.query('COMMIT');
+  // A connection's statements get their cached generic plan from their sixth run. Made on a
+  // table of a page or two, where a scan is cheapest, and kept, it would scan the table for
+  // every key however large the table grows. Both ways a batch is applied are checked: the
+  // engine's own transactions, and applyBatch inside a caller's.
+  const appliers: Array<[string, (pool: Db) => (commands: PostingCommand[]) => Promise<PostingResult[]>]> = [
+    [
+      'by the engine',
+      (pool) => {
+        const engine = new LedgerEngine(pool, { ...TEST_ENGINE, maxConcurrentBatches: 1 });
+        return (commands) => Promise.all(commands.map((c) => engine.post(c)));
+      },
+    ],
+    ['by applyBatch in the caller\'s transaction', (pool) => (commands) => withTransaction(pool, (tx) => applyBatch(tx, commands, TEST_ENGINE))],
+  ];
+  for (const [how, applier] of appliers) {
+    it(`keeps finding keys by index after its statements were first planned on tables that were nearly empty (${how})`, async () => {
+      const account = (await bareAccounts(t.db, 1))[0]!;
+      // One connection, new, so the statements are prepared afresh and the counts are its own.
+      const pool = createPool(t.config.databaseUrl!, 1);
+      const apply = applier(pool);
+      try {
+        await pool.query('TRUNCATE idempotency_keys');
+        await pool.query('ANALYZE idempotency_keys');
+        const batch = (size: number) => Array.from({ length: size }, () => deposit(account));
+        // As when a service starts under load: a few lone commands, then batches.
+        for (const size of [1, 1, 1, 1, 1, 100, 100, 100]) await apply(batch(size));
+        // The table grows past what a scan per key could afford, with no new statistics.
+        await pool.query(
+          `INSERT INTO idempotency_keys (principal, key, request_hash, status_code, response)
+           SELECT 'bulk', 'b-' || i, '\\x00', 201, '{}' FROM generate_series(1, 20000) i`,
+        );
+        const before = await seqScans(pool);
+        const results = await apply(batch(100));
+        assert.ok(results.every((r) => r.kind === 'applied' && r.outcome.ok));
+        assert.deepEqual(await seqScans(pool), before);
+      } finally {
+        await pool.end();
       }
-      // The table grows past what a scan per key could afford, with no new statistics.
-      await client.query(
-        `INSERT INTO idempotency_keys (principal, key, request_hash, status_code, response)
-         SELECT 'bulk', 'b-' || i, '\\x00', 201, '{}' FROM generate_series(1, 20000) i`,
-      );
-      await client.query('SELECT pg_stat_force_next_flush()');
-      const scans = async () =>
-        (await client.query<{ seq_scan: number }>(`SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'idempotency_keys'`)).rows[0]!.seq_scan;
-      const before = await scans();
-      await client.query('BEGIN');
-      const results = await applyBatch(client, batch(100), TEST_ENGINE);
-      await client.query('COMMIT');
-      assert.ok(results.every((r) => r.kind === 'applied' && r.outcome.ok));
-      await client.query('SELECT pg_stat_force_next_flush()');
-      assert.equal(await scans(), before);
-    } finally {
-      client.release();
-      await pool.end();
-    }
-  });
+    });
+  }
 });
 
 describe('concurrent batches', () => {
@@ -295,9 +290,9 @@ describe('concurrent batches', () => {
   });
 
   it('many commands posted at once end exactly as if applied one by one in arrival order; retries replay', async () => {
-    const clearing = (await t.db.query<{ id: number }>(`SELECT id FROM accounts WHERE code = 'gateway_clearing'`)).rows[0]!.id;
+    const clearing = await clearingAccount(t.db);
     // A few hot accounts that nearly every batch shares, and many that batches can split.
-    const accounts = (await t.db.query<{ id: number }>(`INSERT INTO accounts (kind, currency) SELECT 'customer', 'INR' FROM generate_series(1, 30) RETURNING id`)).rows.map((r) => r.id);
+    const accounts = await bareAccounts(t.db, 30);
     const opening = 100;
     await withTransaction(t.db, (tx) =>
       applyBatch(tx, accounts.map((id) => ({ type: 'deposit', legs: [{ accountId: clearing, amount: -opening }, { accountId: id, amount: opening }] }) satisfies PostingCommand), TEST_ENGINE),

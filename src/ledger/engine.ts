@@ -31,7 +31,8 @@ const BY_KEY_ONLY = 'SET LOCAL enable_seqscan = off';
  * result per command, in order. Each command succeeds or fails on its own, exactly as it
  * would alone: commands are evaluated in arrival order against running balances, PIN
  * counters and limits. Two statements do all the database work, whatever the batch size:
- * one reads and locks, one writes.
+ * one reads and locks, one writes. Sequential scans stay priced out (BY_KEY_ONLY) for the
+ * rest of the caller's transaction.
  */
 export async function applyBatch(tx: Queryable, commands: PostingCommand[], options: BatchOptions): Promise<PostingResult[]> {
   await tx.query(BY_KEY_ONLY);

@@ -73,8 +73,8 @@ export async function readHistory(
   // planning again. The row count is written into the text, not passed as a parameter: under
   // "LIMIT $n" a generic plan is costed as reading a tenth of the account's history, so the
   // server would plan each page again (about 1.4 ms, more than running it) for ever.
-  const rows = limit + 1;
-  if (!Number.isSafeInteger(rows) || rows < 2 || rows > 1_001) throw new RangeError(`history page size out of range: ${limit}`);
+  const pageRows = limit + 1;
+  if (!Number.isSafeInteger(pageRows) || pageRows < 2 || pageRows > 1_001) throw new RangeError(`history page size out of range: ${limit}`);
   const values: unknown[] = [accountId];
   const entry: string[] = [];
   const hold: string[] = [];
@@ -133,20 +133,20 @@ export async function readHistory(
       -- entries. "(SELECT $1)" is known only when the query runs, so the account stays in the
       -- sort key whether the plan is custom or generic.
       ORDER BY e.account_id, e.id DESC
-      LIMIT ${rows})
+      LIMIT ${pageRows})
     UNION ALL
     (SELECT h.seq, h.id, h.type, -h.amount, h.balance_at_hold, h.created_at,
             NULL, a.currency, NULL, NULL, CASE h.status WHEN 'pending' THEN 'pending' ELSE 'failed' END
        FROM holds h JOIN accounts a ON a.id = h.account_id
       WHERE h.account_id = (SELECT $1::bigint) AND h.status <> 'posted'${and(hold)}
       ORDER BY h.account_id, h.seq DESC
-      LIMIT ${rows})
+      LIMIT ${pageRows})
     ORDER BY entry_id DESC
-    LIMIT ${rows}`;
+    LIMIT ${pageRows}`;
   const shape = [filter.beforeEntryId, filter.type, filter.direction, filter.from, filter.to, filter.transactionId]
     .map((v) => (v === undefined ? '0' : '1'))
     .join('');
-  const found = await db.query<Row>({ name: `history-${shape}${filter.direction ?? ''}-${rows}`, text, values });
+  const found = await db.query<Row>({ name: `history-${shape}${filter.direction ?? ''}-${pageRows}`, text, values });
   const page = found.rows.slice(0, limit);
   return { items: page.map(toItem), entryIds: page.map((r) => r.entry_id), hasMore: found.rows.length > limit };
 }
