@@ -420,6 +420,45 @@ describe('admin funding and adjustments', () => {
     assert.equal(drain.json().code, 'insufficient_funds');
     await assert.rejects(t.db.query(`UPDATE accounts SET balance = -1 WHERE code = 'cashback_pool'`), /cashback_pool_not_negative/);
   });
+
+  it('refuses, 422 limit_exceeded, a movement that would take a balance past the largest exact amount; retries replay the refusal', async () => {
+    // Found by fuzzing: two fundings of about 2^53 each. A balance past 2^53 - 1 is not exact
+    // in JavaScript; one such sum was committed, another failed the write's own check (500).
+    const pool = await systemBalance(t, 'cashback_pool');
+    const adjustments = await systemBalance(t, 'adjustments');
+    // Fill to the brim: the pool up to 2^53 - 1, or the adjustments account (the source, and
+    // negative) down to -(2^53 - 1), whichever comes first. Then not one more unit fits.
+    const brim = Math.min(Number.MAX_SAFE_INTEGER - pool, Number.MAX_SAFE_INTEGER + adjustments);
+    const fund = (key: string, amount: number) =>
+      t.app.inject({ method: 'POST', url: '/admin/cashback-pool/fund', headers: auth(admin, key), payload: { amount, reason: 'to the brim' } });
+    const filled = await fund(newKey(), brim);
+    assert.equal(filled.statusCode, 201, filled.body);
+    const before = await snapshot(t.db);
+    const keys = [newKey(), newKey(), newKey()];
+    // Each key sent three times at once: every answer is the same refusal, and nothing moves.
+    const answers = await Promise.all(keys.flatMap((key) => [fund(key, 1), fund(key, 1), fund(key, 1)]));
+    for (const res of answers) {
+      assert.ok(res.statusCode === 422 || res.statusCode === 409, `${res.statusCode} ${res.body}`);
+      if (res.statusCode === 422) assert.equal(res.json().code, 'limit_exceeded');
+    }
+    for (const key of keys) {
+      const again = await fund(key, 1);
+      assert.equal(again.statusCode, 422);
+      assert.equal(again.headers['idempotent-replayed'], 'true');
+    }
+    // And the largest amount there is, from another account, into the pool: refused the same way.
+    const below = await adjust({ from: 'system:fees', to: 'system:cashback_pool', amount: Number.MAX_SAFE_INTEGER, reason: 'too far' });
+    assert.equal(below.statusCode, 422, below.body);
+    assert.equal(below.json().code, 'limit_exceeded');
+    const after = await snapshot(t.db);
+    assert.equal(after.entries, before.entries);
+    assert.equal(after.balances, before.balances);
+    await assertInvariants(t.db);
+    // Put the money back so the books end where they started.
+    const back = await adjust({ from: 'system:cashback_pool', to: 'system:adjustments', amount: brim, reason: 'back' });
+    assert.equal(back.statusCode, 201, back.body);
+    assert.equal(await systemBalance(t, 'adjustments'), adjustments);
+  });
 });
 
 describe('daily outgoing limit', () => {

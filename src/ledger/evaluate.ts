@@ -116,6 +116,9 @@ export function evaluate(command: PostingCommand, state: BatchState, policy: Pin
     if (leg.amount < 0 && mustStayNonNegative(account) && account.balance - held + leg.amount < 0) {
       return reject('insufficient_funds', leg.accountId);
     }
+    // Balances are added here in JavaScript numbers: past 2^53 - 1 (either way) they would no
+    // longer be exact, so no account's balance may go there.
+    if (!Number.isSafeInteger(account.balance + leg.amount)) return reject('limit_exceeded', leg.accountId);
   }
 
   if (hold) {

@@ -75,7 +75,8 @@ async function reconcileOn(db: Tx, onProgress: (progress: ReconcileProgress) => 
       report(m);
     };
 
-    let total = 0;
+    // Summed exactly: balances each fit a JavaScript number, their running sum need not.
+    let total = 0n;
     let checkedAccounts = 0;
     let afterId = 0;
     for (;;) {
@@ -93,7 +94,7 @@ async function reconcileOn(db: Tx, onProgress: (progress: ReconcileProgress) => 
       );
       if (rows.length === 0) break;
       for (const a of rows) {
-        total += a.balance;
+        total += BigInt(a.balance);
         if (a.balance !== a.entries_sum) {
           found({ kind: 'balance_differs_from_entries', account_id: a.id, balance: a.balance, entries_sum: a.entries_sum });
         }
@@ -141,7 +142,7 @@ async function reconcileOn(db: Tx, onProgress: (progress: ReconcileProgress) => 
     }
     await db.query('COMMIT');
 
-    if (total !== 0) found({ kind: 'total_balance_not_zero', total_balance: total });
+    if (total !== 0n) found({ kind: 'total_balance_not_zero', total_balance: Number(total) });
     if (checkedTransactions !== transactionCount) {
       // Refused by the write-time check, so never expected; counted here all the same.
       found({ kind: 'transactions_without_entries', count: transactionCount - checkedTransactions });
@@ -151,7 +152,7 @@ async function reconcileOn(db: Tx, onProgress: (progress: ReconcileProgress) => 
       violations,
       checked_accounts: checkedAccounts,
       checked_transactions: transactionCount,
-      total_balance: total,
+      total_balance: Number(total),
       mismatches,
     };
   } catch (error) {

@@ -189,7 +189,7 @@ export function rejection(code: RejectionCode): StoredResponse {
     insufficient_funds: 'The wallet does not have enough available money for this amount',
     wallet_frozen: 'A wallet in this transaction is frozen',
     currency_mismatch: 'The two wallets hold different currencies',
-    limit_exceeded: 'This would exceed the daily outgoing limit of the wallet',
+    limit_exceeded: 'This would exceed the daily outgoing limit of the wallet, or take a balance past the largest amount an account can hold',
     invalid_pin: 'The PIN is wrong; after 5 wrong PINs in a row PIN-authorized requests are locked for 15 minutes',
     pin_locked: 'Too many wrong PINs: PIN-authorized requests are locked for a while',
   }[code];
