@@ -174,7 +174,12 @@ async function main(): Promise<number> {
       RATE_LIMIT_PIN_PER_USER: '100000000/60',
       RATE_LIMIT_PIN_PER_IP: '100000000/60',
     };
-    const service = spawn(process.execPath, [...profile, 'dist/src/main.js'], { stdio: ['ignore', 'ignore', 'inherit'], env: serviceEnv });
+    // BENCH_NODE_FLAGS passes flags to the service's node (e.g. --trace-deopt), and shows its output.
+    const flags = env.BENCH_NODE_FLAGS?.split(' ').filter(Boolean) ?? [];
+    const service = spawn(process.execPath, [...profile, ...flags, 'dist/src/main.js'], {
+      stdio: ['ignore', flags.length > 0 ? 'inherit' : 'ignore', 'inherit'],
+      env: serviceEnv,
+    });
     children.push(service);
     const baselinePort = await freePort();
     const baseline = spawn(process.execPath, ['--import', 'tsx', 'bench/baseline-server.ts', JSON.stringify({ databaseUrl, port: baselinePort, jwtSecret: keys.jwtSecret })], {

@@ -181,6 +181,42 @@ describe('the ledger schema refuses what would break the books', () => {
     }
     assert.ok(transactions < 50, `50 commands used ${transactions} database transactions`);
   });
+
+  it('sends each batch in two round trips, whatever its size: BEGIN with the read, the write with COMMIT', async () => {
+    const engine = new LedgerEngine(t.db, TEST_ENGINE);
+    const transfer = (): PostingCommand => ({ type: 'transfer', legs: [{ accountId: customer, amount: -1 }, { accountId: other, amount: 1 }] });
+    // Every connection of the pool prepares the engine's statements before it is counted.
+    await Promise.all(Array.from({ length: 20 }, () => engine.post(transfer())));
+    const sent: string[][] = [];
+    const original = t.db.connect.bind(t.db);
+    (t.db as unknown as { connect: typeof original }).connect = (async () => {
+      const client = await original();
+      const queries: string[] = [];
+      sent.push(queries);
+      // Count this checkout's queries, and put the client back as it was when it is released.
+      const { query, release } = client;
+      Object.assign(client, {
+        query: (text: string) => (queries.push(text), (query as (text: string) => Promise<unknown>).call(client, text)),
+        release: (error?: Error | boolean) => {
+          Object.assign(client, { query, release });
+          return release.call(client, error);
+        },
+      });
+      return client;
+    }) as typeof original;
+    try {
+      const results = await Promise.all(Array.from({ length: 60 }, () => engine.post(transfer())));
+      assert.ok(results.every((r) => r.kind === 'applied' && r.outcome.ok));
+    } finally {
+      (t.db as unknown as { connect: typeof original }).connect = original;
+    }
+    assert.ok(sent.length >= 2 && sent.length < 60, `60 commands in ${sent.length} batches`);
+    for (const queries of sent) {
+      assert.equal(queries.length, 2, queries.join('\n---\n'));
+      assert.match(queries[0]!, /^BEGIN;\nSET LOCAL enable_seqscan = off;\nEXECUTE ledger_read_v\d+\(/);
+      assert.match(queries[1]!, /^EXECUTE ledger_write_v\d+\([^]*;\nCOMMIT$/);
+    }
+  });
 });
 
 describe('a batch finds its rows by key, never by scanning a table', () => {

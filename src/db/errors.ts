@@ -27,7 +27,8 @@ export function isRetryable(error: unknown): boolean {
     code === '57P01' || // admin_shutdown (database restarting)
     code === '08006' || // connection_failure
     code === '08003' || // connection_does_not_exist
-    code === '08000' // connection_exception
+    code === '08000' || // connection_exception
+    code === '26000' // invalid_sql_statement_name: a prepared statement the connection lost, prepared again on retry
   );
 }
 
@@ -37,4 +38,9 @@ export function isUnavailable(error: unknown): boolean {
   if (code && (code.startsWith('08') || code === '57P01' || code === '57P03')) return true;
   const message = error instanceof Error ? error.message : '';
   return /ECONNREFUSED|ECONNRESET|Connection terminated|timeout exceeded when trying to connect/.test(message);
+}
+
+/** A prepared statement the connection should hold is gone (DISCARD or DEALLOCATE ran on it). */
+export function isMissingStatement(error: unknown): boolean {
+  return sqlstate(error) === '26000';
 }

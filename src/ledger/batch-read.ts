@@ -1,4 +1,5 @@
-import type { Queryable } from '../db/pool.js';
+import type { Tx } from '../db/pool.js';
+import { execute, runScript, type Statement } from '../db/script.js';
 import type { StoredKey } from '../idempotency/store.js';
 import type { PostingCommand } from './types.js';
 
@@ -58,7 +59,10 @@ export const keyOf = (principal: string, key: string) => `${principal}\u0000${ke
 // (a key we miss fails our insert, and the batch is retried) and for holds (every settlement
 // first locks its withdrawal row, so no two can race), and it is why the daily counter lives
 // on the account row rather than in a table of its own.
-const READ = `
+export const READ: Statement = {
+  name: 'ledger_read_v6',
+  types: ['bigint[]', 'text', 'text[]', 'text[]', 'uuid[]'],
+  text: `
 WITH acc AS (
   SELECT a.id, a.kind, a.code, a.currency, a.balance, a.held,
          (SELECT w.status FROM wallets w WHERE w.account_id = a.id) AS wallet_status,
@@ -77,7 +81,8 @@ SELECT now() AS now,
             FROM unnest($3::text[], $4::text[]) AS c(principal, key)
             CROSS JOIN LATERAL (SELECT * FROM idempotency_keys k WHERE k.principal = c.principal AND k.key = c.key LIMIT 1) k) k) AS keys,
        (SELECT coalesce(json_agg(h), '[]') FROM (
-          SELECT id, account_id, amount, status FROM holds WHERE id = ANY($5::uuid[])) h) AS holds`;
+          SELECT id, account_id, amount, status FROM holds WHERE id = ANY($5::uuid[])) h) AS holds`,
+};
 
 interface ReadRow {
   now: Date;
@@ -99,8 +104,11 @@ interface ReadRow {
   holds: Array<{ id: string; account_id: number; amount: number; status: LockedHold['status'] }>;
 }
 
-/** Reads and locks the state of a batch in one round trip. */
-export async function readState(tx: Queryable, commands: PostingCommand[], timeZone: string): Promise<BatchState> {
+/**
+ * Reads and locks the state of a batch. The read is the last statement of a script that
+ * starts with `opening` (BEGIN, settings), all in one round trip.
+ */
+export async function readState(tx: Tx, commands: PostingCommand[], timeZone: string, opening: readonly string[]): Promise<BatchState> {
   const accountIds = new Set<number>();
   const claims: Array<{ principal: string; key: string }> = [];
   const holdIds: string[] = [];
@@ -110,17 +118,15 @@ export async function readState(tx: Queryable, commands: PostingCommand[], timeZ
     if (c.hold && c.hold.action !== 'place') holdIds.push(c.hold.id);
     if (c.idempotency) claims.push(c.idempotency);
   }
-  const { rows } = await tx.query<ReadRow>({
-    name: 'ledger-read-v5',
-    text: READ,
-    values: [
-      [...accountIds].sort((a, b) => a - b),
-      timeZone,
-      claims.map((c) => c.principal),
-      claims.map((c) => c.key),
-      holdIds,
-    ],
-  });
+  const read = execute(READ, [
+    [...accountIds].sort((a, b) => a - b),
+    timeZone,
+    claims.map((c) => c.principal),
+    claims.map((c) => c.key),
+    holdIds,
+  ]);
+  const results = await runScript(tx, [...opening, read]);
+  const rows = results.at(-1)!.rows as ReadRow[];
   const r = rows[0]!;
   return {
     now: r.now,

@@ -1,4 +1,5 @@
-import type { Queryable } from '../db/pool.js';
+import type { Tx } from '../db/pool.js';
+import { execute, literal, runScript, type Statement } from '../db/script.js';
 import type { IdempotencyClaim, StoredResponse } from '../idempotency/store.js';
 import { assert } from './evaluate.js';
 import type { BatchState } from './batch-read.js';
@@ -16,7 +17,21 @@ export interface Posted {
 // jsonb literals, which would be escaped and parsed twice). Balances are only ever
 // incremented, never overwritten from memory, and the statement itself checks that the
 // results agree with the batch's arithmetic: a disagreement raises and aborts the batch.
-const WRITE = `
+export const WRITE: Statement = {
+  name: 'ledger_write_v6',
+  // In parameter order: the batch's time; ledger transactions; entries; account updates
+  // (with today's date at $14); holds placed; holds settled; idempotency keys; and the
+  // balances, held amounts and outgoing money the accounts must end with.
+  types: [
+    'timestamptz', 'uuid[]', 'text[]', 'text[]', 'text[]',
+    'uuid[]', 'bigint[]', 'bigint[]', 'bigint[]', 'text[]',
+    'bigint[]', 'bigint[]', 'bigint[]', 'date', 'bigint[]', 'boolean[]', 'int[]', 'timestamptz[]',
+    'uuid[]', 'bigint[]', 'bigint[]', 'text[]', 'bigint[]',
+    'uuid[]', 'text[]', 'uuid[]',
+    'text[]', 'text[]', 'bytea[]', 'int[]', 'jsonb',
+    'bigint[]', 'bigint[]', 'bigint[]',
+  ],
+  text: `
 WITH lt AS (
   INSERT INTO ledger_transactions (id, type, note, reference, created_at)
   SELECT id, type, note, reference, $1 FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[]) AS t(id, type, note, reference)
@@ -55,16 +70,22 @@ SELECT ledger_assert((SELECT count(*) FROM ac) = cardinality($11::bigint[]), 'ev
          SELECT 1 FROM ac JOIN unnest($11::bigint[], $32::bigint[], $33::bigint[], $34::bigint[]) AS x(id, balance, held, outgoing) USING (id)
           WHERE ac.balance <> x.balance OR ac.held <> x.held OR ac.outgoing <> x.outgoing),
        'accounts agree with the batch''s entries, holds and outgoing money')
-   AND ledger_assert((SELECT count(*) FROM hu) = cardinality($24::uuid[]), 'every settled hold was pending') AS ok`;
+   AND ledger_assert((SELECT count(*) FROM hu) = cardinality($24::uuid[]), 'every settled hold was pending') AS ok`,
+};
 
 const EFFECT_TABLES = new Set<Effect['table']>(['merchant_payments', 'audit_log']);
 
 /**
- * Sends the batch's writes without waiting for them: the caller queues COMMIT right behind,
- * on the same connection, and awaits the returned promise (which rejects if any write, or
- * any check inside them, failed — in which case the COMMIT has rolled back instead).
+ * Writes a batch: one statement for the ledger, one INSERT per table of effects, then
+ * `closing` (COMMIT), all in one round trip. Any error stops the script before COMMIT.
  */
-export function writeBatch(tx: Queryable, posted: Posted[], keys: Array<IdempotencyClaim & StoredResponse>, state: BatchState): Promise<unknown> {
+export async function writeBatch(
+  tx: Tx,
+  posted: Posted[],
+  keys: Array<IdempotencyClaim & StoredResponse>,
+  state: BatchState,
+  closing: readonly string[],
+): Promise<void> {
   const moving = posted.filter((p) => p.outcome.transactionId !== null);
   const entries = moving.flatMap((p) => p.outcome.entries.map((e) => ({ e, p })));
   const deltas = new Map<number, { balance: number; held: number; outgoing: number }>();
@@ -81,52 +102,52 @@ export function writeBatch(tx: Queryable, posted: Posted[], keys: Array<Idempote
   const account = (id: number) => state.accounts.get(id)!;
   const placed = posted.filter((p) => p.command.hold?.action === 'place');
   const settled = posted.filter((p) => p.command.hold && p.command.hold.action !== 'place');
-  if (accountIds.length === 0 && keys.length === 0) return Promise.resolve();
-  const written = tx.query({
-    name: 'ledger-write-v5',
-    text: WRITE,
-    values: [
-      state.now,
-      moving.map((p) => p.outcome.transactionId),
-      moving.map((p) => p.command.type),
-      moving.map((p) => p.command.note ?? null),
-      moving.map((p) => p.command.reference ?? null),
-      entries.map(({ p }) => p.outcome.transactionId),
-      entries.map(({ e }) => e.accountId),
-      entries.map(({ e }) => e.amount),
-      entries.map(({ e }) => e.balanceAfter),
-      entries.map(({ p }) => p.command.type),
-      accountIds,
-      accountIds.map((id) => deltas.get(id)!.balance),
-      accountIds.map((id) => deltas.get(id)!.held),
-      state.today,
-      accountIds.map((id) => deltas.get(id)!.outgoing),
-      accountIds.map((id) => account(id).pin.dirty),
-      accountIds.map((id) => account(id).pin.failures),
-      accountIds.map((id) => account(id).pin.lockedUntil),
-      placed.map((p) => p.command.hold!.id),
-      placed.map((p) => p.command.hold!.accountId),
-      placed.map((p) => p.command.hold!.amount),
-      placed.map((p) => p.command.type),
-      placed.map((p) => p.outcome.hold!.balance),
-      settled.map((p) => p.command.hold!.id),
-      settled.map((p) => (p.command.hold!.action === 'post' ? 'posted' : 'released')),
-      settled.map((p) => p.outcome.transactionId),
-      keys.map((k) => k.principal),
-      keys.map((k) => k.key),
-      keys.map((k) => k.requestHash),
-      keys.map((k) => k.statusCode),
-      JSON.stringify(keys.map((k) => k.body)),
-      accountIds.map((id) => account(id).balance),
-      accountIds.map((id) => account(id).held),
-      accountIds.map((id) => state.outgoing.get(id) ?? 0),
-    ],
-  });
-  return Promise.all([written, ...writeEffects(tx, posted)]);
+  const nothing = accountIds.length === 0 && keys.length === 0;
+  const write = nothing
+    ? []
+    : [
+        execute(WRITE, [
+          state.now,
+          moving.map((p) => p.outcome.transactionId),
+          moving.map((p) => p.command.type),
+          moving.map((p) => p.command.note ?? null),
+          moving.map((p) => p.command.reference ?? null),
+          entries.map(({ p }) => p.outcome.transactionId),
+          entries.map(({ e }) => e.accountId),
+          entries.map(({ e }) => e.amount),
+          entries.map(({ e }) => e.balanceAfter),
+          entries.map(({ p }) => p.command.type),
+          accountIds,
+          accountIds.map((id) => deltas.get(id)!.balance),
+          accountIds.map((id) => deltas.get(id)!.held),
+          state.today,
+          accountIds.map((id) => deltas.get(id)!.outgoing),
+          accountIds.map((id) => account(id).pin.dirty),
+          accountIds.map((id) => account(id).pin.failures),
+          accountIds.map((id) => account(id).pin.lockedUntil),
+          placed.map((p) => p.command.hold!.id),
+          placed.map((p) => p.command.hold!.accountId),
+          placed.map((p) => p.command.hold!.amount),
+          placed.map((p) => p.command.type),
+          placed.map((p) => p.outcome.hold!.balance),
+          settled.map((p) => p.command.hold!.id),
+          settled.map((p) => (p.command.hold!.action === 'post' ? 'posted' : 'released')),
+          settled.map((p) => p.outcome.transactionId),
+          keys.map((k) => k.principal),
+          keys.map((k) => k.key),
+          keys.map((k) => k.requestHash),
+          keys.map((k) => k.statusCode),
+          JSON.stringify(keys.map((k) => k.body)),
+          accountIds.map((id) => account(id).balance),
+          accountIds.map((id) => account(id).held),
+          accountIds.map((id) => state.outgoing.get(id) ?? 0),
+        ]),
+      ];
+  await runScript(tx, [...write, ...writeEffects(posted), ...closing]);
 }
 
-/** Rows that belong with the movements, one INSERT per table per batch, queued behind the write. */
-function writeEffects(tx: Queryable, posted: Posted[]): Array<Promise<unknown>> {
+/** Rows that belong with the movements: one INSERT per table per batch, in the write's script. */
+function writeEffects(posted: Posted[]): string[] {
   const byTable = new Map<Effect['table'], Array<Record<string, unknown>>>();
   for (const p of posted) {
     for (const effect of p.command.effects?.(p.outcome) ?? []) {
@@ -138,6 +159,6 @@ function writeEffects(tx: Queryable, posted: Posted[]): Array<Promise<unknown>> 
     const columns = [...new Set(rows.flatMap((r) => Object.keys(r)))];
     assert(columns.every((c) => /^[a-z_]+$/.test(c)), 'effect columns are plain names');
     const list = columns.join(', ');
-    return tx.query(`INSERT INTO ${table} (${list}) SELECT ${list} FROM json_populate_recordset(NULL::${table}, $1)`, [JSON.stringify(rows)]);
+    return `INSERT INTO ${table} (${list}) SELECT ${list} FROM json_populate_recordset(NULL::${table}, ${literal(JSON.stringify(rows))})`;
   });
 }

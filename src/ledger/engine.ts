@@ -1,11 +1,12 @@
-import type { Db, Queryable } from '../db/pool.js';
+import type { Db, Tx } from '../db/pool.js';
 import { constraintOf, isRetryable, isUnavailable, isUniqueViolation } from '../db/errors.js';
+import { prepare } from '../db/script.js';
 import { IDEMPOTENCY_KEY_CONSTRAINT, type IdempotencyClaim, type StoredResponse } from '../idempotency/store.js';
 import type { PinPolicy } from '../auth/pin.js';
 import type { Metrics } from '../metrics.js';
-import { keyOf, readState } from './batch-read.js';
+import { keyOf, READ, readState } from './batch-read.js';
 import { evaluate, validateCommand } from './evaluate.js';
-import { writeBatch, type Posted } from './batch-write.js';
+import { WRITE, writeBatch, type Posted } from './batch-write.js';
 import { PIN_REJECTIONS, type PostingCommand, type PostingResult } from './types.js';
 
 export interface BatchOptions {
@@ -34,25 +35,29 @@ const BY_KEY_ONLY = 'SET LOCAL enable_seqscan = off';
  * one reads and locks, one writes. Sequential scans stay priced out (BY_KEY_ONLY) for the
  * rest of the caller's transaction.
  */
-export async function applyBatch(tx: Queryable, commands: PostingCommand[], options: BatchOptions): Promise<PostingResult[]> {
-  await tx.query(BY_KEY_ONLY);
-  const { results, written } = await prepareBatch(tx, commands, options);
-  await written;
-  return results;
+export function applyBatch(tx: Tx, commands: PostingCommand[], options: BatchOptions): Promise<PostingResult[]> {
+  return runInTransaction(tx, commands, options, { opening: [BY_KEY_ONLY], closing: [] });
 }
 
-/**
- * Reads, evaluates and sends the writes of a batch, without waiting for the writes: the
- * caller can queue COMMIT behind them on the same connection, then await `written`.
- */
-async function prepareBatch(
-  tx: Queryable,
-  commands: PostingCommand[],
-  options: BatchOptions,
-): Promise<{ results: PostingResult[]; written: Promise<unknown> }> {
+/** The statements a batch's two round trips carry besides its read and its write. */
+interface Framing {
+  /** Sent before the read, in its round trip. */
+  opening: readonly string[];
+  /** Sent after the write, in its round trip. */
+  closing: readonly string[];
+  /** Called once the read has returned, when the batch holds its locks. */
+  locked?: () => void;
+  /** Called as the write (and `closing`) is sent. */
+  writing?: () => void;
+}
+
+/** Reads, evaluates and writes a batch, in two round trips that carry `framing` with them. */
+async function runInTransaction(tx: Tx, commands: PostingCommand[], options: BatchOptions, framing: Framing): Promise<PostingResult[]> {
   const phase = phaseTimer(options.metrics);
   commands.forEach(validateCommand);
-  const state = await readState(tx, commands, options.timeZone);
+  await prepare(tx, LEDGER_STATEMENTS);
+  const state = await readState(tx, commands, options.timeZone, framing.opening);
+  framing.locked?.();
   phase('read');
   const results: PostingResult[] = [];
   const posted: Posted[] = [];
@@ -81,11 +86,13 @@ async function prepareBatch(
     results.push({ kind: 'applied', outcome, response });
   }
   phase('evaluate');
-  const written = writeBatch(tx, posted, keys, state);
-  // Attach at once, so that a failure is never reported as unhandled while COMMIT is queued.
-  written.then(() => phase('write'), () => undefined);
-  return { results, written };
+  framing.writing?.();
+  await writeBatch(tx, posted, keys, state, framing.closing);
+  phase('write');
+  return results;
 }
+
+const LEDGER_STATEMENTS = [READ, WRITE];
 
 /** Records how long each phase of a batch took, one after the other. */
 function phaseTimer(metrics: Metrics | undefined): (name: string) => void {
@@ -188,7 +195,7 @@ export class LedgerEngine {
    * Applies commands inside a database transaction the caller already holds, for flows
    * that must lock their own rows first (a payment attempt, a withdrawal, a refund).
    */
-  apply(tx: Queryable, commands: PostingCommand[]): Promise<PostingResult[]> {
+  apply(tx: Tx, commands: PostingCommand[]): Promise<PostingResult[]> {
     return applyBatch(tx, commands, this.options);
   }
 
@@ -262,7 +269,8 @@ export class LedgerEngine {
       } catch (error) {
         // Another process stored one of our keys between our read and our write: run the
         // batch again, and this time the key is found and its answer replayed. Deadlocks,
-        // serialization failures and lost connections before COMMIT roll back cleanly.
+        // serialization failures, lost connections before COMMIT and a connection that lost
+        // its prepared statements roll back cleanly (db/errors.ts isRetryable).
         const keyRace = isUniqueViolation(error) && constraintOf(error) === IDEMPOTENCY_KEY_CONSTRAINT;
         const retryable = keyRace || (isRetryable(error) && !(error instanceof CommitOutcomeUnknown));
         if (!retryable || attempt >= 5) throw error;
@@ -272,46 +280,31 @@ export class LedgerEngine {
   }
 
   /**
-   * One database transaction for one batch, with its statements queued back to back: BEGIN
-   * and the locking read go out together, then the writes and COMMIT. On this machine a
-   * round trip is cheap but waiting for the event loop between them is not, so a batch waits
-   * twice instead of five times. A failed write aborts the transaction, and the COMMIT queued
-   * behind it then rolls back instead of committing.
-   *
-   * This relies on node-pg 8 queueing a query issued while another runs on the same client
-   * (it warns once that pg 9 will drop this), so package.json keeps pg within major version 8 (^8).
+   * One database transaction for one batch, in two round trips: BEGIN goes with the locking
+   * read, and COMMIT with the writes. A failed write stops its script before COMMIT, and the
+   * transaction is rolled back. A connection lost during the second round trip leaves the
+   * outcome unknown, since COMMIT may have run.
    */
   private async commitOnce(commands: PostingCommand[], order: Order): Promise<PostingResult[]> {
     await order.after;
     const connecting = process.hrtime.bigint();
     const client = await this.db.connect();
     this.options.metrics?.ledgerBatchPhase.observe({ phase: 'connect' }, Number(process.hrtime.bigint() - connecting) / 1e9);
+    let committing = false;
     let reusable = true;
     try {
-      const begin = client.query(`BEGIN; ${BY_KEY_ONLY}`);
-      const prepared = prepareBatch(client, commands, this.options);
-      // Both are awaited below; until then a failure of either must not count as unhandled.
-      prepared.catch(() => undefined);
-      begin.catch(() => undefined);
-      await begin;
-      const { results, written } = await prepared;
-      // The read returned, so this batch holds its locks: a batch queued behind it may go.
-      order.locked?.();
-      const commit = client.query('COMMIT');
-      try {
-        await written;
-      } catch (error) {
-        await commit.catch(() => undefined);
-        throw error;
-      }
-      try {
-        await commit;
-      } catch (error) {
-        reusable = false;
-        throw isUnavailable(error) ? new CommitOutcomeUnknown(error) : error;
-      }
-      return results;
+      return await runInTransaction(client, commands, this.options, {
+        opening: ['BEGIN', BY_KEY_ONLY],
+        closing: ['COMMIT'],
+        // This batch holds its locks: a batch queued behind it may go.
+        locked: order.locked,
+        writing: () => (committing = true),
+      });
     } catch (error) {
+      if (committing && isUnavailable(error)) {
+        reusable = false;
+        throw new CommitOutcomeUnknown(error);
+      }
       if (reusable) reusable = await client.query('ROLLBACK').then(() => true, () => false);
       throw error;
     } finally {
