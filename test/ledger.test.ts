@@ -213,7 +213,7 @@ describe('the ledger schema refuses what would break the books', () => {
     assert.ok(sent.length >= 2 && sent.length < 60, `60 commands in ${sent.length} batches`);
     for (const queries of sent) {
       assert.equal(queries.length, 2, queries.join('\n---\n'));
-      assert.match(queries[0]!, /^BEGIN;\nSET LOCAL enable_seqscan = off;\nEXECUTE ledger_read_v\d+\(/);
+      assert.match(queries[0]!, /^BEGIN;\nSET LOCAL enable_seqscan = off;\nSET LOCAL plan_cache_mode = force_generic_plan;\nEXECUTE ledger_read_v\d+\(/);
       assert.match(queries[1]!, /^EXECUTE ledger_write_v\d+\([^]*;\nCOMMIT$/);
     }
   });
@@ -273,9 +273,9 @@ describe('a batch finds its rows by key, never by scanning a table', () => {
     }
   });
 
-  // A connection's statements get their cached generic plan from their sixth run. Made on a
-  // table of a page or two, where a scan is cheapest, and kept, it would scan the table for
-  // every key however large the table grows. Both ways a batch is applied are checked: the
+  // A connection's statements are planned once, on its first batch (a cached generic plan). Made
+  // on a table of a page or two, where a scan is cheapest, and kept, that plan would scan the
+  // table for every key however large the table grows. Both ways a batch is applied are checked: the
   // engine's own transactions, and applyBatch inside a caller's.
   const appliers: Array<[string, (pool: Db) => (commands: PostingCommand[]) => Promise<PostingResult[]>]> = [
     [
@@ -308,6 +308,12 @@ describe('a batch finds its rows by key, never by scanning a table', () => {
         const results = await apply(batch(100));
         assert.ok(results.every((r) => r.kind === 'applied' && r.outcome.ok));
         assert.deepEqual(await seqScans(pool), before);
+        // Planned once, not per batch: the cached generic plan served every run.
+        const { rows } = await pool.query<{ name: string; generic_plans: number; custom_plans: number }>(
+          `SELECT name, generic_plans, custom_plans FROM pg_prepared_statements WHERE name LIKE 'ledger_%' ORDER BY name`,
+        );
+        assert.deepEqual(rows.map((r) => r.name.replace(/_v\d+$/, '')), ['ledger_read', 'ledger_write']);
+        for (const r of rows) assert.ok(r.custom_plans === 0 && r.generic_plans >= 9, `${r.name}: ${r.generic_plans} generic, ${r.custom_plans} custom plans`);
       } finally {
         await pool.end();
       }

@@ -17,26 +17,30 @@ export interface BatchOptions {
 }
 
 /**
- * Every statement of a batch finds its rows by key, and is planned once per connection: its
- * first runs are planned for their values, then PostgreSQL keeps one generic plan. Were that
- * plan made while a table held a page or two (a young database, the first seconds after
- * start), a scan would be its cheapest choice and would stay the plan as the table grew:
- * every batch reading a whole table for each idempotency key. Inside a batch's transaction,
- * scans are priced out, so the plans kept are index look-ups whatever the statistics said
- * when they were made.
+ * Every statement of a batch finds its rows by key, and is planned once per connection.
+ * Two settings, sent with the read, hold for the rest of the batch's transaction:
+ *
+ * - Sequential scans are priced out. PostgreSQL keeps one generic plan per statement and
+ *   connection; were that plan made while a table held a page or two (a young database, the
+ *   first seconds after start), a scan would be its cheapest choice and would stay the plan
+ *   as the table grew: every batch reading a whole table for each idempotency key.
+ * - The cached generic plan is always used. For the read, PostgreSQL otherwise judged a plan
+ *   for each batch's own arrays cheaper and planned it again every time: about 0.65 ms of
+ *   planning against 0.05 ms, measured with EXPLAIN on a batch of four, for the same index
+ *   look-ups (which is all a plan of these statements can be, with scans priced out).
  */
-const BY_KEY_ONLY = 'SET LOCAL enable_seqscan = off';
+const PLANNING = ['SET LOCAL enable_seqscan = off', 'SET LOCAL plan_cache_mode = force_generic_plan'];
 
 /**
  * Applies a batch of commands inside the caller's database transaction and returns one
  * result per command, in order. Each command succeeds or fails on its own, exactly as it
  * would alone: commands are evaluated in arrival order against running balances, PIN
  * counters and limits. Two statements do all the database work, whatever the batch size:
- * one reads and locks, one writes. Sequential scans stay priced out (BY_KEY_ONLY) for the
- * rest of the caller's transaction.
+ * one reads and locks, one writes. The PLANNING settings hold for the rest of the caller's
+ * transaction.
  */
 export function applyBatch(tx: Tx, commands: PostingCommand[], options: BatchOptions): Promise<PostingResult[]> {
-  return runInTransaction(tx, commands, options, { opening: [BY_KEY_ONLY], closing: [] });
+  return runInTransaction(tx, commands, options, { opening: PLANNING, closing: [] });
 }
 
 /** The statements a batch's two round trips carry besides its read and its write. */
@@ -294,7 +298,7 @@ export class LedgerEngine {
     let reusable = true;
     try {
       return await runInTransaction(client, commands, this.options, {
-        opening: ['BEGIN', BY_KEY_ONLY],
+        opening: ['BEGIN', ...PLANNING],
         closing: ['COMMIT'],
         // This batch holds its locks: a batch queued behind it may go.
         locked: order.locked,
