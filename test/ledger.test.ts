@@ -397,4 +397,51 @@ describe('concurrent batches', () => {
     const again = await t.db.query<{ id: number; balance: number }>(`SELECT id, balance FROM accounts WHERE id = ANY($1::bigint[])`, [accounts]);
     assert.deepEqual(new Map(again.rows.map((r) => [r.id, r.balance])), balances);
   });
+
+  it('a connection that loses its prepared statements under traffic: the batch is retried, each key moves money once', async () => {
+    const clearing = await clearingAccount(t.db);
+    const accounts = await bareAccounts(t.db, 8);
+    await withTransaction(t.db, (tx) =>
+      applyBatch(tx, accounts.map((id) => ({ type: 'deposit', legs: [{ accountId: clearing, amount: -1_000 }, { accountId: id, amount: 1_000 }] }) satisfies PostingCommand), TEST_ENGINE),
+    );
+    const transfer = (i: number): PostingCommand => ({
+      type: 'transfer',
+      legs: [
+        { accountId: accounts[i % 8]!, amount: -(1 + (i % 5)) },
+        { accountId: accounts[(i + 3) % 8]!, amount: 1 + (i % 5) },
+      ],
+      idempotency: { principal: 'lost-statements', key: `move-${i}`, requestHash: Buffer.alloc(32), render: (o) => ({ statusCode: o.ok ? 201 : 422, body: { ok: o.ok } }) },
+    });
+    // One connection, so that DEALLOCATE reaches the one the engine uses.
+    const pool = createPool(t.config.databaseUrl!, 1);
+    try {
+      const engine = new LedgerEngine(pool, { ...TEST_ENGINE, maxConcurrentBatches: 1 });
+      const first = await Promise.all(Array.from({ length: 30 }, (_, i) => engine.post(transfer(i))));
+      await pool.query('DEALLOCATE ledger_read_v6');
+      await pool.query('DEALLOCATE ledger_write_v6');
+      // New commands and every earlier one again, at once, each sent twice.
+      const second = await Promise.all(Array.from({ length: 60 }, (_, i) => [engine.post(transfer(i)), engine.post(transfer(i))]).flat());
+      assert.ok(first.every((r) => r.kind === 'applied' && r.outcome.ok));
+      second.forEach((r, n) => {
+        const i = Math.floor(n / 2);
+        if (i < 30) assert.equal(r.kind, 'replayed', `move-${i}`);
+        else assert.ok(r.kind === 'replayed' || (r.kind === 'applied' && r.outcome.ok), `move-${i}`);
+      });
+      const { rows: prepared } = await pool.query<{ name: string }>(`SELECT name FROM pg_prepared_statements WHERE name LIKE 'ledger_%' ORDER BY name`);
+      assert.deepEqual(prepared.map((r) => r.name), ['ledger_read_v6', 'ledger_write_v6']);
+    } finally {
+      await pool.end();
+    }
+    // Each of the 60 keys moved its money exactly once.
+    const expected = new Map(accounts.map((id) => [id, 1_000]));
+    for (let i = 0; i < 60; i++) {
+      const [from, to] = transfer(i).legs;
+      expected.set(from!.accountId, expected.get(from!.accountId)! + from!.amount);
+      expected.set(to!.accountId, expected.get(to!.accountId)! + to!.amount);
+    }
+    const { rows } = await t.db.query<{ id: number; balance: number }>(`SELECT id, balance FROM accounts WHERE id = ANY($1::bigint[])`, [accounts]);
+    assert.deepEqual(new Map(rows.map((r) => [r.id, r.balance])), expected);
+    const { rows: keys } = await t.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM idempotency_keys WHERE principal = 'lost-statements'`);
+    assert.equal(keys[0]!.n, 60);
+  });
 });

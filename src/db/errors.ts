@@ -28,7 +28,7 @@ export function isRetryable(error: unknown): boolean {
     code === '08006' || // connection_failure
     code === '08003' || // connection_does_not_exist
     code === '08000' || // connection_exception
-    code === '26000' // invalid_sql_statement_name: a prepared statement the connection lost, prepared again on retry
+    isMissingStatement(error) // prepared again on the retry (db/script.ts)
   );
 }
 
@@ -42,5 +42,5 @@ export function isUnavailable(error: unknown): boolean {
 
 /** A prepared statement the connection should hold is gone (DISCARD or DEALLOCATE ran on it). */
 export function isMissingStatement(error: unknown): boolean {
-  return sqlstate(error) === '26000';
+  return sqlstate(error) === '26000'; // invalid_sql_statement_name
 }
