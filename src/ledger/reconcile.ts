@@ -82,11 +82,15 @@ async function reconcileOn(db: Tx, onProgress: (progress: ReconcileProgress) => 
     for (;;) {
       const { rows } = await db.query<AccountRow>(
         `SELECT a.id, a.kind, a.balance, a.held,
-                coalesce((SELECT sum(e.amount) FROM entries e WHERE e.account_id = a.id), 0) AS entries_sum,
-                coalesce((SELECT sum(h.amount) FROM holds h WHERE h.account_id = a.id AND h.status = 'pending'), 0) AS pending_holds,
-                (SELECT e.balance_after FROM entries e WHERE e.account_id = a.id ORDER BY e.id DESC LIMIT 1)
-                  AS last_balance_after
+                coalesce(e.sum, 0) AS entries_sum, e.latest[2] AS last_balance_after,
+                coalesce((SELECT sum(h.amount) FROM holds h WHERE h.account_id = a.id AND h.status = 'pending'), 0) AS pending_holds
            FROM accounts a
+           -- One pass over the account's entries gives both its sum and its latest balance_after
+           -- (the greatest [id, balance_after] pair). A separate "ORDER BY id DESC LIMIT 1" look-up
+           -- let the planner, misled by a skewed ledger's statistics, walk the primary key
+           -- backwards through everyone else's newer entries, for every account.
+           CROSS JOIN LATERAL (SELECT sum(amount) AS sum, max(ARRAY[id, balance_after]) AS latest
+                                 FROM entries WHERE account_id = a.id) e
           WHERE a.id > $1
           ORDER BY a.id
           LIMIT ${ACCOUNTS_PER_CHUNK}`,
