@@ -5,8 +5,8 @@
  * and latency counts from the moment each was due, so a stall cannot hide (no coordinated
  * omission). Prints one JSON line with counts and latency percentiles.
  */
-import { Pool } from 'undici';
 import { readFileSync } from 'node:fs';
+import { HttpPool } from './http-client.js';
 import { summarize } from './stats.js';
 
 export interface LoadSpec {
@@ -34,7 +34,7 @@ interface Actors {
 async function main(): Promise<void> {
   const spec = JSON.parse(process.argv[2]!) as LoadSpec;
   const actors = JSON.parse(readFileSync(spec.actorsFile, 'utf8')) as Actors;
-  const pool = new Pool(spec.url, { connections: spec.connections, pipelining: 1, keepAliveTimeout: 60_000 });
+  const pool = new HttpPool(spec.url, spec.connections);
   const n = actors.tokens.length;
   let counter = 0;
   const prefix = `${process.pid}-${Date.now()}`;
@@ -82,9 +82,7 @@ async function main(): Promise<void> {
   };
   const one = async (started: number) => {
     try {
-      const res = await request();
-      await res.body.dump();
-      record(started, String(res.statusCode));
+      record(started, String(await request()));
     } catch (error) {
       record(started, `error:${(error as Error).name}`);
     }
@@ -114,7 +112,7 @@ async function main(): Promise<void> {
       }),
     );
   }
-  await pool.close();
+  pool.close();
   const durationMs = Math.min(performance.now(), end) - measureStart;
   const result = summarize(latencies, statuses, durationMs);
   process.stdout.write(JSON.stringify(result) + '\n');
