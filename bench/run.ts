@@ -27,6 +27,7 @@ import { reconcile } from '../src/ledger/reconcile.js';
 import { seedHistory, seedWallets, PIN } from './seed.js';
 import { sampleUsage, type Usage } from './procs.js';
 import { lineChart } from './plot.js';
+import { serviceNodeFlags } from './service-flags.js';
 import { freePort } from '../test/free-port.js';
 import type { LoadSpec } from './load.js';
 import type { LoadResult } from './stats.js';
@@ -184,7 +185,7 @@ async function main(): Promise<number> {
     };
     // BENCH_NODE_FLAGS passes flags to the service's node (e.g. --trace-deopt), and shows its output.
     const flags = env.BENCH_NODE_FLAGS?.split(' ').filter(Boolean) ?? [];
-    const service = spawn(process.execPath, [...profile, ...flags, 'dist/src/main.js'], {
+    const service = spawn(process.execPath, [...serviceNodeFlags(), ...profile, ...flags, 'dist/src/main.js'], {
       stdio: ['ignore', flags.length > 0 ? 'inherit' : 'ignore', 'inherit'],
       env: serviceEnv,
     });

@@ -23,6 +23,7 @@ import { createPool, ensureDatabase } from '../src/db/pool.js';
 import { reconcile } from '../src/ledger/reconcile.js';
 import { signPayload } from '../src/signatures.js';
 import { freePort } from '../test/free-port.js';
+import { serviceNodeFlags } from '../bench/service-flags.js';
 
 const KILLS = Number(process.env.CHAOS_KILLS ?? 20);
 const CLIENTS = Number(process.env.CHAOS_CLIENTS ?? 16);
@@ -240,7 +241,7 @@ class Service {
   async start(): Promise<void> {
     const started = Date.now();
     const out = openSync(this.logFile, 'a');
-    this.child = spawn(process.execPath, ['dist/src/main.js'], { env: { ...process.env, ...this.env }, stdio: ['ignore', out, out] });
+    this.child = spawn(process.execPath, [...serviceNodeFlags(), 'dist/src/main.js'], { env: { ...process.env, ...this.env }, stdio: ['ignore', out, out] });
     await this.waitReady(started);
   }
 
