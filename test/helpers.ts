@@ -8,6 +8,7 @@ import { buildApp, REDACT } from '../src/app.js';
 import type { App, Context } from '../src/http/context.js';
 import { signPayload } from '../src/signatures.js';
 import { reconcile } from '../src/ledger/reconcile.js';
+import { withTransaction } from '../src/db/transaction.js';
 
 export const SECRETS = {
   JWT_SECRET: 'test-jwt-secret-0123456789abcdef0123456789',
@@ -278,4 +279,33 @@ export async function addBank(t: TestApp, user: User, accountNumber = '123456789
 
 export function withdraw(t: TestApp, user: User, amount: unknown, bankAccount: string, key: string | null = newKey(), extra: Record<string, unknown> = {}) {
   return t.app.inject({ method: 'POST', url: '/wallet/withdraw', headers: auth(user, key), payload: { amount, pin: user.pin, bank_account: bankAccount, ...extra } });
+}
+
+export const clearingAccount = async (db: Db) => (await db.query<{ id: number }>(`SELECT id FROM accounts WHERE code = 'gateway_clearing'`)).rows[0]!.id;
+
+/** New customer accounts with no wallet: the engine's commands name accounts, not wallets. */
+export const bareAccounts = async (db: Db, count: number) =>
+  (await db.query<{ id: number }>(`INSERT INTO accounts (kind, currency) SELECT 'customer', 'INR' FROM generate_series(1, $1::int) RETURNING id`, [count])).rows.map((r) => r.id);
+
+/**
+ * Gives `account` a long history fast: `count` deposits of 1 from the gateway's clearing
+ * account, written straight in SQL as balanced ledger transactions (both legs in one INSERT,
+ * as the balance trigger requires), with both balances and every balance_after kept true.
+ */
+export async function bulkDeposits(db: Db, account: number, count: number): Promise<void> {
+  await withTransaction(db, async (tx) => {
+    const clearing = await tx.query<{ id: number; balance: number }>(`SELECT id, balance FROM accounts WHERE code = 'gateway_clearing' FOR UPDATE`);
+    const { id: source, balance: opening } = clearing.rows[0]!;
+    await tx.query(`INSERT INTO ledger_transactions (id, type) SELECT md5('bulk' || $1 || i)::uuid, 'deposit' FROM generate_series(1, $2::int) i`, [account, count]);
+    await tx.query(
+      `INSERT INTO entries (transaction_id, account_id, amount, balance_after, type)
+       SELECT md5('bulk' || $1 || i)::uuid, x.account_id, x.amount, x.balance_after, 'deposit'
+         FROM generate_series(1, $4::int) i,
+              LATERAL (VALUES ($2::bigint, -1::bigint, $3::bigint - i, 1), ($1::bigint, 1::bigint, i, 2)) AS x(account_id, amount, balance_after, ord)
+        ORDER BY i, x.ord`,
+      [account, source, opening, count],
+    );
+    await tx.query('UPDATE accounts SET balance = balance + $2 WHERE id = $1', [account, count]);
+    await tx.query('UPDATE accounts SET balance = balance - $2 WHERE id = $1', [source, count]);
+  });
 }

@@ -1,8 +1,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readHistory } from '../src/ledger/history.js';
-import { withTransaction } from '../src/db/transaction.js';
-import { assertInvariants, auth, fund, registerUser, startApp, transfer, type TestApp, type User } from './helpers.js';
+import { assertInvariants, auth, bareAccounts, bulkDeposits, fund, registerUser, startApp, transfer, type TestApp, type User } from './helpers.js';
 
 describe('history', () => {
   let t: TestApp;
@@ -110,23 +109,8 @@ describe('history', () => {
   it('a page of a long history runs on a cached generic plan, not planned again each time', async () => {
     // A bare account with 30,000 deposits: enough history that a plan costed for "LIMIT $n" (a
     // tenth of it) would lose to planning each page afresh.
-    const owner = (await t.db.query<{ id: number }>(`INSERT INTO accounts (kind, currency) VALUES ('customer', 'INR') RETURNING id`)).rows[0]!.id;
-    await withTransaction(t.db, async (tx) => {
-      const clearing = await tx.query<{ id: number; balance: number }>(`SELECT id, balance FROM accounts WHERE code = 'gateway_clearing' FOR UPDATE`);
-      const source = clearing.rows[0]!.id;
-      const opening = clearing.rows[0]!.balance;
-      await tx.query(`INSERT INTO ledger_transactions (id, type) SELECT md5('hist' || $1 || i)::uuid, 'deposit' FROM generate_series(1, 30000) i`, [owner]);
-      await tx.query(
-        `INSERT INTO entries (transaction_id, account_id, amount, balance_after, type)
-         SELECT md5('hist' || $1 || i)::uuid, x.account_id, x.amount, x.balance_after, 'deposit'
-           FROM generate_series(1, 30000) i,
-                LATERAL (VALUES ($2::bigint, -1::bigint, $3::bigint - i, 1), ($1::bigint, 1::bigint, i, 2)) AS x(account_id, amount, balance_after, ord)
-          ORDER BY i, x.ord`,
-        [owner, source, opening],
-      );
-      await tx.query('UPDATE accounts SET balance = balance + 30000 WHERE id = $1', [owner]);
-      await tx.query('UPDATE accounts SET balance = balance - 30000 WHERE id = $1', [source]);
-    });
+    const owner = (await bareAccounts(t.db, 1))[0]!;
+    await bulkDeposits(t.db, owner, 30_000);
     await t.db.query('ANALYZE entries');
     const client = await t.db.connect();
     try {

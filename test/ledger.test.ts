@@ -6,12 +6,7 @@ import { applyBatch, LedgerEngine } from '../src/ledger/engine.js';
 import { withTransaction } from '../src/db/transaction.js';
 import { createPool, type Db, type Queryable } from '../src/db/pool.js';
 import type { PostingCommand, PostingResult } from '../src/ledger/types.js';
-import { assertInvariants, registerUser, startApp, fund, type TestApp } from './helpers.js';
-
-const clearingAccount = async (db: Db) => (await db.query<{ id: number }>(`SELECT id FROM accounts WHERE code = 'gateway_clearing'`)).rows[0]!.id;
-/** New customer accounts with no wallet: the engine's commands name accounts, not wallets. */
-const bareAccounts = async (db: Db, count: number) =>
-  (await db.query<{ id: number }>(`INSERT INTO accounts (kind, currency) SELECT 'customer', 'INR' FROM generate_series(1, $1::int) RETURNING id`, [count])).rows.map((r) => r.id);
+import { assertInvariants, bareAccounts, clearingAccount, registerUser, startApp, fund, type TestApp } from './helpers.js';
 
 describe('the ledger schema refuses what would break the books', () => {
   let t: TestApp;

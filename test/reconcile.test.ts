@@ -2,8 +2,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { reconcile } from '../src/ledger/reconcile.js';
 import { createPool } from '../src/db/pool.js';
-import { withTransaction } from '../src/db/transaction.js';
-import { assertInvariants, fund, registerUser, startApp, transfer, type TestApp } from './helpers.js';
+import { assertInvariants, bareAccounts, bulkDeposits, fund, registerUser, startApp, transfer, type TestApp } from './helpers.js';
 
 describe('reconciliation', () => {
   let t: TestApp;
@@ -26,31 +25,16 @@ describe('reconciliation', () => {
     await registerUser(t, { name: 'Never funded' });
     await fund(t, a, 5_000);
     assert.equal((await transfer(t, a, b.wallet.handle, 1_000)).statusCode, 201);
-    const busy = (await t.db.query<{ id: number }>(`INSERT INTO accounts (kind, currency) VALUES ('customer', 'INR') RETURNING id`)).rows[0]!.id;
-    const newer = 60_000;
-    await withTransaction(t.db, async (tx) => {
-      const clearing = await tx.query<{ id: number; balance: number }>(`SELECT id, balance FROM accounts WHERE code = 'gateway_clearing' FOR UPDATE`);
-      const source = clearing.rows[0]!.id;
-      await tx.query(`INSERT INTO ledger_transactions (id, type) SELECT md5('skew' || $1 || i)::uuid, 'deposit' FROM generate_series(1, $2::int) i`, [busy, newer]);
-      await tx.query(
-        `INSERT INTO entries (transaction_id, account_id, amount, balance_after, type)
-         SELECT md5('skew' || $1 || i)::uuid, x.account_id, x.amount, x.balance_after, 'deposit'
-           FROM generate_series(1, $4::int) i,
-                LATERAL (VALUES ($2::bigint, -1::bigint, $3::bigint - i, 1), ($1::bigint, 1::bigint, i, 2)) AS x(account_id, amount, balance_after, ord)
-          ORDER BY i, x.ord`,
-        [busy, source, clearing.rows[0]!.balance, newer],
-      );
-      await tx.query('UPDATE accounts SET balance = balance + $2 WHERE id = $1', [busy, newer]);
-      await tx.query('UPDATE accounts SET balance = balance - $2 WHERE id = $1', [source, newer]);
-    });
+    const [busy] = await bareAccounts(t.db, 1);
+    await bulkDeposits(t.db, busy!, 60_000);
     await t.db.query('ANALYZE entries');
 
     // Index entries read on the entries table, counted by PostgreSQL, around one reconciliation
     // on a connection of its own (its statistics are flushed before it answers the last query).
     const own = createPool(t.config.databaseUrl!, 1);
     try {
+      // Each query here is its own transaction, so it sees the statistics as they are now.
       const indexReads = async () => {
-        await t.db.query('SELECT pg_stat_clear_snapshot()');
         const { rows } = await t.db.query<{ n: number }>(`SELECT sum(idx_tup_read)::bigint AS n FROM pg_stat_user_indexes WHERE relname = 'entries'`);
         return rows[0]!.n;
       };
