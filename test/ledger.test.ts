@@ -3,6 +3,8 @@ import assert from 'node:assert/strict';
 const TEST_ENGINE = { timeZone: 'UTC', pin: { pepper: 'unused-in-these-tests', maxFailures: 5, lockSeconds: 900 } };
 import { randomUUID } from 'node:crypto';
 import { applyBatch, LedgerEngine } from '../src/ledger/engine.js';
+import { READ } from '../src/ledger/batch-read.js';
+import { WRITE } from '../src/ledger/batch-write.js';
 import { withTransaction } from '../src/db/transaction.js';
 import { createPool, type Db, type Queryable } from '../src/db/pool.js';
 import type { PostingCommand, PostingResult } from '../src/ledger/types.js';
@@ -412,8 +414,8 @@ describe('concurrent batches', () => {
     try {
       const engine = new LedgerEngine(pool, { ...TEST_ENGINE, maxConcurrentBatches: 1 });
       const first = await Promise.all(Array.from({ length: 30 }, (_, i) => engine.post(transfer(i))));
-      await pool.query('DEALLOCATE ledger_read_v6');
-      await pool.query('DEALLOCATE ledger_write_v6');
+      await pool.query(`DEALLOCATE ${READ.name}`);
+      await pool.query(`DEALLOCATE ${WRITE.name}`);
       // New commands and every earlier one again, at once, each sent twice.
       const second = await Promise.all(Array.from({ length: 60 }, (_, i) => [engine.post(transfer(i)), engine.post(transfer(i))]).flat());
       assert.ok(first.every((r) => r.kind === 'applied' && r.outcome.ok));
@@ -423,7 +425,7 @@ describe('concurrent batches', () => {
         else assert.ok(r.kind === 'replayed' || (r.kind === 'applied' && r.outcome.ok), `move-${i}`);
       });
       const { rows: prepared } = await pool.query<{ name: string }>(`SELECT name FROM pg_prepared_statements WHERE name LIKE 'ledger_%' ORDER BY name`);
-      assert.deepEqual(prepared.map((r) => r.name), ['ledger_read_v6', 'ledger_write_v6']);
+      assert.deepEqual(prepared.map((r) => r.name), [READ.name, WRITE.name]);
     } finally {
       await pool.end();
     }
