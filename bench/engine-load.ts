@@ -13,12 +13,9 @@ import { loadConfig } from '../src/config.js';
 import { openDatabase } from '../src/database.js';
 import { requestHash } from '../src/idempotency/store.js';
 import type { Principal } from '../src/auth/service.js';
-import { summarize } from './stats.js';
+import { drive, type DriveSpec } from './stats.js';
 
-export interface EngineLoadSpec {
-  connections: number;
-  durationMs: number;
-  warmupMs: number;
+export interface EngineLoadSpec extends DriveSpec {
   /** The load generator's actors file: the wallets' handles and their PIN. */
   actorsFile: string;
 }
@@ -55,28 +52,10 @@ async function main(): Promise<void> {
     return (await ctx.wallets.transfer(principal, input, claim)).statusCode;
   };
 
-  const latencies: number[] = [];
-  const statuses: Record<string, number> = {};
-  let stopped = false;
-  const measureStart = performance.now() + spec.warmupMs;
-  const end = measureStart + spec.durationMs;
-  setTimeout(() => (stopped = true), spec.warmupMs + spec.durationMs);
-  await Promise.all(
-    Array.from({ length: spec.connections }, async () => {
-      while (!stopped) {
-        const started = performance.now();
-        const status = await transfer().then(String, (error: Error) => `error:${error.name}`);
-        // Counted when started inside the measured window, as the load generator counts.
-        if (started < measureStart || started >= end) continue;
-        latencies.push(performance.now() - started);
-        statuses[status] = (statuses[status] ?? 0) + 1;
-      }
-    }),
-  );
+  const result = await drive(spec, transfer);
   await app.close();
   await ctx.engine.idle();
   await db.end();
-  const result = summarize(latencies, statuses, spec.durationMs);
   process.stdout.write(JSON.stringify(result) + '\n');
 }
 

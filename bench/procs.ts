@@ -13,6 +13,16 @@ function cpuTicks(pid: number): number {
   }
 }
 
+/** CPU time the hypervisor gave to other guests while this machine's processes wanted it, in ticks, all cores together. */
+function stealTicks(): number {
+  try {
+    // "cpu  user nice system idle iowait irq softirq steal ...": steal is the 8th number.
+    return Number(readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/)[8] ?? 0);
+  } catch {
+    return 0;
+  }
+}
+
 function rssKb(pid: number): number {
   try {
     const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -43,6 +53,11 @@ export interface Usage {
   postgresCpu: number;
   /** The load generator's share: on 2 cores it competes with what it measures. */
   loadCpu: number;
+  /**
+   * CPU time this virtual machine's cores waited for while the hypervisor ran other guests
+   * (steal), in cores. Latency tails grow with it: a stolen core stalls whatever ran on it.
+   */
+  stealCpu: number;
   servicePeakRssMb: number;
 }
 
@@ -54,6 +69,7 @@ export interface Usage {
  */
 export function sampleUsage(servicePid: () => number | undefined, loadPid: () => number | undefined): { stop: () => Usage } {
   const started = performance.now();
+  const stealAtStart = stealTicks();
   const baseline = new Map<number, number>();
   const latest = new Map<number, number>();
   const track = (pid: number | undefined, atStart = false) => {
@@ -86,6 +102,7 @@ export function sampleUsage(servicePid: () => number | undefined, loadPid: () =>
         serviceCpu: +(used(service) / TICKS_PER_SECOND / seconds).toFixed(2),
         postgresCpu: +(pg / TICKS_PER_SECOND / seconds).toFixed(2),
         loadCpu: +(used(load) / TICKS_PER_SECOND / seconds).toFixed(2),
+        stealCpu: +((stealTicks() - stealAtStart) / TICKS_PER_SECOND / seconds).toFixed(2),
         servicePeakRssMb: Math.round(peak / 1024),
       };
     },

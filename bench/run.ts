@@ -5,15 +5,18 @@
  * process, and checks the ledger invariants after every scenario. Two more scenarios show
  * what bounds the HTTP numbers on this machine: the same HTTP stack answering without a
  * database ("http ceiling"), and the service's transfer code driven in process without HTTP
- * ("p2p uniform, in-process"). Writes JSON results and
- * a throughput-vs-concurrency SVG to bench/results/.
+ * ("p2p uniform, in-process"). Three more show the floor under the latency targets: at the
+ * rates the half-peak scenarios ran at, HTTP with no database ("http floor"), and PostgreSQL
+ * with no service: one durable commit per request ("commit floor") and one primary-key read
+ * per request ("read floor"). Writes JSON results and a throughput-vs-concurrency SVG to
+ * bench/results/.
  *
  * Settings (environment): DATABASE_URL (a server whose user may create databases; default:
  * a throwaway embedded PostgreSQL), BENCH_WALLETS (10000), BENCH_HISTORY_ENTRIES (1000000),
  * BENCH_CONCURRENCY (8,32,128,512), BENCH_DURATION_MS (8000), BENCH_WARMUP_MS (2000),
- * BENCH_SCENARIOS (all: uniform,hot,ceiling,in-process,half-peak,history), BENCH_RATE (the
- * open-loop rate of half-peak; default half the uniform peak of the same run, so half-peak
- * without it needs uniform).
+ * BENCH_SCENARIOS (all: uniform,hot,ceiling,in-process,half-peak,history,floor), BENCH_RATE
+ * (the open-loop rate of half-peak; default half the uniform peak of the same run, so
+ * half-peak without it needs uniform; floor needs half-peak or history).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -30,10 +33,11 @@ import { lineChart } from './plot.js';
 import { serviceNodeFlags } from './service-flags.js';
 import { freePort } from '../test/free-port.js';
 import type { LoadSpec } from './load.js';
+import type { PgLoadSpec } from './pg-load.js';
 import type { LoadResult } from './stats.js';
 
 const env = process.env;
-const allScenarios = ['uniform', 'hot', 'ceiling', 'in-process', 'half-peak', 'history'];
+const allScenarios = ['uniform', 'hot', 'ceiling', 'in-process', 'half-peak', 'history', 'floor'];
 const settings = {
   wallets: Number(env.BENCH_WALLETS ?? 10_000),
   historyEntries: Number(env.BENCH_HISTORY_ENTRIES ?? 1_000_000),
@@ -49,6 +53,9 @@ if (fixedRate !== undefined && !(Number.isInteger(fixedRate) && fixedRate > 0)) 
 if (settings.scenarios.includes('half-peak') && !settings.scenarios.includes('uniform') && fixedRate === undefined) {
   throw new Error('BENCH_SCENARIOS: half-peak takes its rate from the uniform peak, so it needs uniform too (or BENCH_RATE)');
 }
+if (settings.scenarios.includes('floor') && !settings.scenarios.includes('half-peak') && !settings.scenarios.includes('history')) {
+  throw new Error('BENCH_SCENARIOS: floor runs at the rates of half-peak and history, so it needs one of them');
+}
 const runs = (name: string) => settings.scenarios.includes(name);
 
 /** Mean batch size and batch duration of the service's posting engine, from its /metrics. */
@@ -61,12 +68,16 @@ async function engineStats(url: string): Promise<{ batches: number; commands: nu
   return { batches: value('ledger_batch_size_count'), commands: value('ledger_batch_size_sum'), seconds: value('ledger_batch_duration_seconds_sum'), phases };
 }
 
+type Server = 'service' | 'baseline' | 'in-process' | 'postgres';
+/** What a scenario drives: HTTP load (or the same transfers in process), or PostgreSQL alone. */
+type ScenarioSpec = Omit<LoadSpec, 'durationMs' | 'warmupMs'> | Omit<PgLoadSpec, 'durationMs' | 'warmupMs'>;
+
 interface Row extends LoadResult, Usage {
   mean_batch_size?: number;
   mean_batch_ms?: number;
   mean_phase_ms?: Record<string, number>;
   scenario: string;
-  server: 'service' | 'baseline' | 'in-process';
+  server: Server;
   connections: number;
   rate?: number;
   invariants: 'ok' | string;
@@ -201,21 +212,23 @@ async function main(): Promise<number> {
     await waitReady(baselineUrl, baseline);
 
     const rows: Row[] = [];
-    type Server = 'service' | 'baseline' | 'in-process';
-    const scenario = async (name: string, server: Server, spec: Omit<LoadSpec, 'durationMs' | 'warmupMs'>) => {
+    const scenario = async (name: string, server: Server, spec: ScenarioSpec) => {
       if (rows.length > 0) await settle();
       const timing = { durationMs: settings.durationMs, warmupMs: settings.warmupMs };
       const before = server === 'service' ? await engineStats(serviceUrl) : undefined;
       loadPid = undefined;
       // In process, the driver is the service: its CPU is reported as the service's.
+      // PostgreSQL alone: no service; the driver is the load.
       const usage = sampleUsage(
-        () => (server === 'service' ? service.pid : server === 'baseline' ? baseline.pid : loadPid),
+        () => (server === 'service' ? service.pid : server === 'baseline' ? baseline.pid : server === 'in-process' ? loadPid : undefined),
         () => (server === 'in-process' ? undefined : loadPid),
       );
       const result =
-        server === 'in-process'
-          ? await runDriver('bench/engine-load.ts', { connections: spec.connections, actorsFile: spec.actorsFile, ...timing }, serviceEnv, profile)
-          : await runDriver('bench/load.ts', { ...spec, ...timing });
+        'databaseUrl' in spec
+          ? await runDriver('bench/pg-load.ts', { ...spec, ...timing })
+          : server === 'in-process'
+            ? await runDriver('bench/engine-load.ts', { connections: spec.connections, actorsFile: spec.actorsFile, ...timing }, serviceEnv, profile)
+            : await runDriver('bench/load.ts', { ...spec, ...timing });
       const used = usage.stop();
       const after = server === 'service' ? await engineStats(serviceUrl) : undefined;
       const batches = before && after ? after.batches - before.batches : 0;
@@ -233,7 +246,7 @@ async function main(): Promise<number> {
       console.log(
         `${name.padEnd(22)} ${server.padEnd(8)} c=${String(spec.connections).padStart(3)}${spec.rate ? ` rate=${spec.rate}` : ''}  ` +
           `${String(result.throughput).padStart(6)}/s  p50 ${result.p50}ms p95 ${result.p95}ms p99 ${result.p99}ms  ` +
-          `errors ${result.errors}  cpu svc ${used.serviceCpu} pg ${used.postgresCpu} load ${used.loadCpu}  rss ${used.servicePeakRssMb}MB` +
+          `errors ${result.errors}  cpu svc ${used.serviceCpu} pg ${used.postgresCpu} load ${used.loadCpu} steal ${used.stealCpu}  rss ${used.servicePeakRssMb}MB` +
           `${engine.mean_batch_size ? `  batch ${engine.mean_batch_size} cmds/${engine.mean_batch_ms}ms ${JSON.stringify(engine.mean_phase_ms)}` : ''}  invariants ${invariants}`,
       );
       if (result.errors > 0) console.log(`  statuses: ${JSON.stringify(result.statuses)}`);
@@ -253,10 +266,12 @@ async function main(): Promise<number> {
       if (runs('ceiling')) await scenario('http ceiling', 'baseline', { url: baselineUrl, kind: 'transfer', connections: c, actorsFile, pathPrefix: '/ceiling' });
       if (runs('in-process')) await scenario('p2p uniform', 'in-process', { url: '', kind: 'transfer', connections: c, actorsFile });
     }
+    let transferRate: number | undefined;
+    let historyRate: number | undefined;
     if (runs('half-peak')) {
       const peak = Math.max(...rows.filter((r) => r.server === 'service' && r.scenario === 'p2p uniform').map((r) => r.throughput));
-      const half = fixedRate ?? Math.max(1, Math.round(peak / 2));
-      await scenario('p2p at half peak', 'service', { url: serviceUrl, kind: 'transfer', connections: Math.max(...settings.concurrency), rate: half, actorsFile });
+      transferRate = fixedRate ?? Math.max(1, Math.round(peak / 2));
+      await scenario('p2p at half peak', 'service', { url: serviceUrl, kind: 'transfer', connections: Math.max(...settings.concurrency), rate: transferRate, actorsFile });
     }
     if (runs('history')) {
       // Eight clients back to back saturate this machine, so their latency is mostly queueing
@@ -264,7 +279,18 @@ async function main(): Promise<number> {
       // of that peak, sent open loop.
       const spec = { url: serviceUrl, kind: 'history', actorsFile: historyActors, cursors: history.cursors } as const;
       const saturated = await scenario('history 1M entries', 'service', { ...spec, connections: 8 });
-      await scenario('history at half peak', 'service', { ...spec, connections: 8, rate: Math.max(1, Math.round(saturated.throughput / 2)) });
+      historyRate = Math.max(1, Math.round(saturated.throughput / 2));
+      await scenario('history at half peak', 'service', { ...spec, connections: 8, rate: historyRate });
+    }
+    if (runs('floor')) {
+      // The same rates with nothing of the service in the way: what this machine itself adds
+      // to a request's latency (waking processes across cores, flushing to disk, and whatever
+      // the hypervisor takes; see steal). The service's p99 cannot be below these.
+      if (transferRate) {
+        await scenario('http floor', 'baseline', { url: baselineUrl, kind: 'transfer', connections: Math.max(...settings.concurrency), rate: transferRate, actorsFile, pathPrefix: '/ceiling' });
+        await scenario('commit floor', 'postgres', { databaseUrl, kind: 'commit', connections: 20, rate: transferRate });
+      }
+      if (historyRate) await scenario('read floor', 'postgres', { databaseUrl, kind: 'read', connections: 8, rate: historyRate });
     }
 
     console.log(`vacuumed and checkpointed before the scenarios in ${settledMs} ms in all`);
@@ -290,6 +316,9 @@ async function main(): Promise<number> {
       history_peak: best('history 1M entries', 'service'),
       history_p99_ms: rows.find((r) => r.scenario === 'history at half peak')?.p99,
       history_p99_saturated_ms: rows.find((r) => r.scenario === 'history 1M entries')?.p99,
+      http_floor_p99_ms: rows.find((r) => r.scenario === 'http floor')?.p99,
+      commit_floor_p99_ms: rows.find((r) => r.scenario === 'commit floor')?.p99,
+      read_floor_p99_ms: rows.find((r) => r.scenario === 'read floor')?.p99,
       invariant_violations: rows.filter((r) => r.invariants !== 'ok').length + (full.ok ? 0 : full.mismatches.length),
     };
     console.log(JSON.stringify(summary, null, 2));
