@@ -354,6 +354,13 @@ async function main(): Promise<number> {
       console.error(`LEDGER INVARIANTS VIOLATED: ${summary.invariant_violations}`);
       return 1;
     }
+    // Every request of the bench is one the service must accept (funded wallets, limits far
+    // above the load): any other answer is a fault, whatever the throughput.
+    const failed = rows.filter((r) => r.errors > 0);
+    if (failed.length > 0) {
+      for (const r of failed) console.error(`${r.scenario} (${r.server}, c=${r.connections}): ${r.errors} failed requests ${JSON.stringify(r.statuses)}`);
+      return 1;
+    }
     rmSync(work, { recursive: true, force: true });
     return 0;
   } finally {
