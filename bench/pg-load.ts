@@ -1,13 +1,13 @@
 /**
  * The floor under the service's latency on this machine: PostgreSQL round trips with no
- * service in the way, driven open loop (as `drive` describes) from their own process over
- * the service's own connection string. `commit` makes each request one durable commit (a
- * one-row update in its own transaction, flushed to disk before it is answered), the least a
- * transfer can cost; `read` makes it one primary-key read, the least a history page can.
- * The rows live in a table of their own, which is dropped afterwards. Prints one JSON line
- * in the load generator's shape.
+ * service in the way, driven open loop (as `drive` describes) from their own process
+ * through the service's own pool and connection string. `commit` makes each request one
+ * durable commit (a one-row update in its own transaction, flushed to disk before it is
+ * answered), the least a transfer can cost; `read` makes it one primary-key read, the least
+ * a history page can. The rows live in a table of their own, which is dropped afterwards.
+ * Prints one JSON line in the load generator's shape.
  */
-import pg from 'pg';
+import { createPool } from '../src/db/pool.js';
 import { drive, type DriveSpec } from './stats.js';
 
 export interface PgLoadSpec extends DriveSpec {
@@ -19,7 +19,8 @@ const ROWS = 10_000;
 
 async function main(): Promise<void> {
   const spec = JSON.parse(process.argv[2]!) as PgLoadSpec;
-  const pool = new pg.Pool({ connectionString: spec.databaseUrl, max: spec.connections });
+  // The service's own pool, as the service opens it.
+  const pool = createPool(spec.databaseUrl, spec.connections);
   await pool.query(`CREATE TABLE IF NOT EXISTS bench_latency_probe (id int PRIMARY KEY, n bigint NOT NULL DEFAULT 0)`);
   await pool.query(`INSERT INTO bench_latency_probe (id) SELECT generate_series(1, ${ROWS}) ON CONFLICT DO NOTHING`);
   const text = spec.kind === 'commit' ? 'UPDATE bench_latency_probe SET n = n + 1 WHERE id = $1' : 'SELECT n FROM bench_latency_probe WHERE id = $1';
