@@ -285,9 +285,11 @@ async function main(): Promise<number> {
     if (runs('floor')) {
       // The same rates with nothing of the service in the way: what this machine itself adds
       // to a request's latency (waking processes across cores, flushing to disk, and whatever
-      // the hypervisor takes; see steal). The service's p99 cannot be below these.
+      // the hypervisor takes; see steal). A transfer pays an HTTP round trip and a commit (its
+      // batch's), a history page an HTTP round trip and a read.
       if (transferRate) {
         await scenario('http floor', 'baseline', { url: baselineUrl, kind: 'transfer', connections: Math.max(...settings.concurrency), rate: transferRate, actorsFile, pathPrefix: '/ceiling' });
+        // As many connections as the service's pool has by default (DATABASE_POOL_SIZE).
         await scenario('commit floor', 'postgres', { databaseUrl, kind: 'commit', connections: 20, rate: transferRate });
       }
       if (historyRate) await scenario('read floor', 'postgres', { databaseUrl, kind: 'read', connections: 8, rate: historyRate });
