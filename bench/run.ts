@@ -27,6 +27,7 @@ import { startEmbeddedPostgres, type EmbeddedPostgres } from '../src/db/embedded
 import { createPool, ensureDatabase, type Db } from '../src/db/pool.js';
 import { migrate } from '../src/db/migrate.js';
 import { reconcile } from '../src/ledger/reconcile.js';
+import { loadConfig } from '../src/config.js';
 import { seedHistory, seedWallets, PIN } from './seed.js';
 import { sampleUsage, type Usage } from './procs.js';
 import { lineChart } from './plot.js';
@@ -57,6 +58,8 @@ if (settings.scenarios.includes('floor') && !settings.scenarios.includes('half-p
   throw new Error('BENCH_SCENARIOS: floor runs at the rates of half-peak and history, so it needs one of them');
 }
 const runs = (name: string) => settings.scenarios.includes(name);
+/** Clients of the history scenarios: eight back to back saturate this machine. */
+const HISTORY_CLIENTS = 8;
 
 /** Mean batch size and batch duration of the service's posting engine, from its /metrics. */
 async function engineStats(url: string): Promise<{ batches: number; commands: number; seconds: number; phases: Record<string, number> }> {
@@ -220,7 +223,7 @@ async function main(): Promise<number> {
       // In process, the driver is the service: its CPU is reported as the service's.
       // PostgreSQL alone: no service; the driver is the load.
       const usage = sampleUsage(
-        () => (server === 'service' ? service.pid : server === 'baseline' ? baseline.pid : server === 'in-process' ? loadPid : undefined),
+        { service: () => service.pid, baseline: () => baseline.pid, 'in-process': () => loadPid, postgres: () => undefined }[server],
         () => (server === 'in-process' ? undefined : loadPid),
       );
       const result =
@@ -267,20 +270,22 @@ async function main(): Promise<number> {
       if (runs('in-process')) await scenario('p2p uniform', 'in-process', { url: '', kind: 'transfer', connections: c, actorsFile });
     }
     let transferRate: number | undefined;
+    // The open-loop transfer runs keep as many connections open as the largest closed-loop run.
+    const transferClients = Math.max(...settings.concurrency);
     let historyRate: number | undefined;
     if (runs('half-peak')) {
       const peak = Math.max(...rows.filter((r) => r.server === 'service' && r.scenario === 'p2p uniform').map((r) => r.throughput));
       transferRate = fixedRate ?? Math.max(1, Math.round(peak / 2));
-      await scenario('p2p at half peak', 'service', { url: serviceUrl, kind: 'transfer', connections: Math.max(...settings.concurrency), rate: transferRate, actorsFile });
+      await scenario('p2p at half peak', 'service', { url: serviceUrl, kind: 'transfer', connections: transferClients, rate: transferRate, actorsFile });
     }
     if (runs('history')) {
       // Eight clients back to back saturate this machine, so their latency is mostly queueing
       // (clients / throughput); a page's own latency is measured, as for transfers, at half
       // of that peak, sent open loop.
       const spec = { url: serviceUrl, kind: 'history', actorsFile: historyActors, cursors: history.cursors } as const;
-      const saturated = await scenario('history 1M entries', 'service', { ...spec, connections: 8 });
+      const saturated = await scenario('history 1M entries', 'service', { ...spec, connections: HISTORY_CLIENTS });
       historyRate = Math.max(1, Math.round(saturated.throughput / 2));
-      await scenario('history at half peak', 'service', { ...spec, connections: 8, rate: historyRate });
+      await scenario('history at half peak', 'service', { ...spec, connections: HISTORY_CLIENTS, rate: historyRate });
     }
     if (runs('floor')) {
       // The same rates with nothing of the service in the way: what this machine itself adds
@@ -288,11 +293,12 @@ async function main(): Promise<number> {
       // the hypervisor takes; see steal). A transfer pays an HTTP round trip and a commit (its
       // batch's), a history page an HTTP round trip and a read.
       if (transferRate) {
-        await scenario('http floor', 'baseline', { url: baselineUrl, kind: 'transfer', connections: Math.max(...settings.concurrency), rate: transferRate, actorsFile, pathPrefix: '/ceiling' });
-        // As many connections as the service's pool has by default (DATABASE_POOL_SIZE).
-        await scenario('commit floor', 'postgres', { databaseUrl, kind: 'commit', connections: 20, rate: transferRate });
+        await scenario('http floor', 'baseline', { url: baselineUrl, kind: 'transfer', connections: transferClients, rate: transferRate, actorsFile, pathPrefix: '/ceiling' });
+        // As many connections as the service's pool has.
+        const poolSize = loadConfig(serviceEnv).config.databasePoolSize;
+        await scenario('commit floor', 'postgres', { databaseUrl, kind: 'commit', connections: poolSize, rate: transferRate });
       }
-      if (historyRate) await scenario('read floor', 'postgres', { databaseUrl, kind: 'read', connections: 8, rate: historyRate });
+      if (historyRate) await scenario('read floor', 'postgres', { databaseUrl, kind: 'read', connections: HISTORY_CLIENTS, rate: historyRate });
     }
 
     console.log(`vacuumed and checkpointed before the scenarios in ${settledMs} ms in all`);
