@@ -296,10 +296,10 @@ export async function bulkDeposits(db: Db, account: number, count: number): Prom
   await withTransaction(db, async (tx) => {
     const clearing = await tx.query<{ id: number; balance: number }>(`SELECT id, balance FROM accounts WHERE code = 'gateway_clearing' FOR UPDATE`);
     const { id: source, balance: opening } = clearing.rows[0]!;
-    await tx.query(`INSERT INTO ledger_transactions (id, type) SELECT md5('bulk' || $1 || i)::uuid, 'deposit' FROM generate_series(1, $2::int) i`, [account, count]);
+    await tx.query(`INSERT INTO ledger_transactions (id, type) SELECT md5('bulk' || $1 || '-' || i)::uuid, 'deposit' FROM generate_series(1, $2::int) i`, [account, count]);
     await tx.query(
       `INSERT INTO entries (transaction_id, account_id, amount, balance_after, type)
-       SELECT md5('bulk' || $1 || i)::uuid, x.account_id, x.amount, x.balance_after, 'deposit'
+       SELECT md5('bulk' || $1 || '-' || i)::uuid, x.account_id, x.amount, x.balance_after, 'deposit'
          FROM generate_series(1, $4::int) i,
               LATERAL (VALUES ($2::bigint, -1::bigint, $3::bigint - i, 1), ($1::bigint, 1::bigint, i, 2)) AS x(account_id, amount, balance_after, ord)
         ORDER BY i, x.ord`,

@@ -112,7 +112,19 @@ export async function readHistory(
   const text = `
     (SELECT e.id AS entry_id, e.transaction_id, e.type, e.amount, e.balance_after, e.created_at,
             t.note, a.currency, cp.handle AS counterparty_handle, cp.name AS counterparty_name, 'posted' AS status
-       FROM entries e
+       -- The page of entries is cut first, and only its rows are joined and get a counterparty.
+       -- Joined before the cut, the look-ups could run for every entry of the account: planning
+       -- without knowing the account, PostgreSQL may guess it has a few entries, fetch them all
+       -- and cut after (on a young ledger, 5,949 counterparty look-ups for three pages).
+       FROM (SELECT e.* FROM entries e
+              WHERE e.account_id = (SELECT $1::bigint)${and(entry)}
+              -- Only entries_account_history gives this order. Were the account a constant at
+              -- plan time ("= $1"), the planner would drop it from the sort key, and a backward
+              -- walk of the primary key would look as cheap to it as it is costly in truth: past
+              -- everyone else's newer entries. "(SELECT $1)" is known only when the query runs,
+              -- so the account stays in the sort key whether the plan is custom or generic.
+              ORDER BY e.account_id, e.id DESC
+              LIMIT ${pageRows}) e
        JOIN ledger_transactions t ON t.id = e.transaction_id
        JOIN accounts a ON a.id = e.account_id
        LEFT JOIN LATERAL (
@@ -126,14 +138,7 @@ export async function readHistory(
           ORDER BY abs(o.amount) DESC
           LIMIT 1
        ) cp ON true
-      WHERE e.account_id = (SELECT $1::bigint)${and(entry)}
-      -- Only entries_account_history gives this order. Were the account a constant at plan time
-      -- ("= $1"), the planner would drop it from the sort key, and a backward walk of the primary
-      -- key would look as cheap to it as it is costly in truth: past everyone else's newer
-      -- entries. "(SELECT $1)" is known only when the query runs, so the account stays in the
-      -- sort key whether the plan is custom or generic.
-      ORDER BY e.account_id, e.id DESC
-      LIMIT ${pageRows})
+      ORDER BY e.id DESC)
     UNION ALL
     (SELECT h.seq, h.id, h.type, -h.amount, h.balance_at_hold, h.created_at,
             NULL, a.currency, NULL, NULL, CASE h.status WHEN 'pending' THEN 'pending' ELSE 'failed' END
