@@ -1,0 +1,256 @@
+"""The posting service: the only code that writes entries or changes balances.
+
+A `PostingCommand` is one ledger transaction to be: its type and legs (account, signed
+amount; credits positive). `transactions_post` takes a batch of commands and, inside the
+caller's database transaction, locks every account they touch (ascending id, see
+`accounts_lock`), then evaluates the commands in order against the locked balances. Each
+command succeeds or fails on its own: a refused command (`Rejected`, with the ApiError that
+refused it) leaves no trace and does not stop the others. The accepted ones are written with
+one INSERT of transactions, one INSERT of entries (so each transaction's legs arrive in one
+statement, as the database's balance trigger requires) and one UPDATE of balances, by
+increment. Balances are never written back from Python memory.
+
+Callers own the database transaction (`transaction.atomic(durable=True)`) so that what they
+record beside the money (idempotency keys, outbox events, payment attempt states) commits or
+rolls back with it. `with_retries` re-runs such a block on a deadlock or serialization failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from django.db import OperationalError, connection, transaction
+
+from ledger.models import Account, Entry, Transaction
+from walletsite import metrics
+from walletsite.errors import ApiError, CurrencyMismatch, InsufficientFunds, LimitExceeded
+
+logger = logging.getLogger("ledger.posting")
+
+# The largest balance the ledger holds: JSON clients (JavaScript) read integers exactly only
+# up to 2^53 - 1.
+MAX_BALANCE = 2**53 - 1
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Leg:
+    account_id: int
+    amount: int
+
+
+@dataclass(frozen=True)
+class PostingCommand:
+    type: str
+    legs: Sequence[Leg]
+    note: str = ""
+    reference: str = ""
+    # Runs after the accounts are locked, with the locked rows; raising an ApiError refuses
+    # this command only. Callers use it for rules the ledger does not know (a frozen wallet,
+    # a limit) so that those rules are checked under the same locks as the balance.
+    check: Callable[[Mapping[int, Account]], None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.type not in Transaction.Type.values:
+            raise ValueError(f"unknown transaction type {self.type!r}")
+        if len(self.legs) < 2:
+            raise ValueError("a ledger transaction needs at least two legs")
+        for leg in self.legs:
+            if type(leg.amount) is not int or leg.amount == 0:
+                raise ValueError(f"leg amounts are non-zero integers, got {leg.amount!r}")
+        if sum(leg.amount for leg in self.legs) != 0:
+            raise ValueError("the legs of a ledger transaction must sum to zero")
+        if len({leg.account_id for leg in self.legs}) != len(self.legs):
+            raise ValueError("each account appears at most once in a ledger transaction")
+
+
+@dataclass(frozen=True)
+class Posted:
+    command: PostingCommand
+    transaction: Transaction
+    entries: tuple[Entry, ...] = field(repr=False)
+
+    def entry_for(self, account_id: int) -> Entry:
+        return next(e for e in self.entries if e.account_id == account_id)
+
+
+@dataclass(frozen=True)
+class Rejected:
+    command: PostingCommand
+    error: ApiError
+
+
+def accounts_lock(*, account_ids: Iterable[int]) -> dict[int, Account]:
+    """Lock the accounts FOR NO KEY UPDATE, in ascending id order, and return them.
+
+    Lock order: every code path that locks more than one account locks them here, ascending
+    by id, so two transfers between the same accounts in opposite directions queue instead
+    of deadlocking. NO KEY UPDATE does not block inserts of entries that reference the
+    account (they take KEY SHARE).
+    """
+    if not connection.in_atomic_block:
+        raise RuntimeError("accounts_lock must run inside transaction.atomic")
+    ids = sorted(set(account_ids))
+    locked = Account.objects.filter(id__in=ids).order_by("id").select_for_update(of=("self",), no_key=True)
+    accounts = {account.id: account for account in locked}
+    missing = set(ids) - set(accounts)
+    if missing:
+        raise ValueError(f"no ledger accounts {sorted(missing)}")
+    return accounts
+
+
+def _evaluate(command: PostingCommand, accounts: Mapping[int, Account], balances: dict[int, int]) -> None:
+    """Raise the ApiError that refuses this command, if any, given the running balances."""
+    currencies = {accounts[leg.account_id].currency for leg in command.legs}
+    if len(currencies) > 1:
+        raise CurrencyMismatch("The accounts of this movement hold different currencies")
+    if command.check is not None:
+        command.check(accounts)
+    for leg in command.legs:
+        account = accounts[leg.account_id]
+        after = balances[leg.account_id] + leg.amount
+        if abs(after) > MAX_BALANCE:
+            raise LimitExceeded("The movement would take a balance past the largest amount the ledger holds")
+        if account.kind == Account.Kind.CUSTOMER and leg.amount < 0 and after - account.held_balance < 0:
+            raise InsufficientFunds("The wallet does not have enough available money for this amount")
+
+
+def transactions_post(
+    *, commands: Sequence[PostingCommand], accounts: Mapping[int, Account] | None = None
+) -> list[Posted | Rejected]:
+    """Post a batch of commands inside the caller's transaction; one result per command.
+
+    `accounts`, when given, are rows the caller already locked with `accounts_lock` (it may
+    need them locked before deciding what to post); they must cover every leg.
+    """
+    if not connection.in_atomic_block:
+        raise RuntimeError("transactions_post must run inside transaction.atomic")
+    needed = {leg.account_id for command in commands for leg in command.legs}
+    if accounts is None:
+        accounts = accounts_lock(account_ids=needed)
+    elif not needed <= set(accounts):
+        raise ValueError("accounts passed to transactions_post must cover every leg")
+    balances = {account_id: accounts[account_id].balance for account_id in needed}
+
+    results: list[Posted | Rejected] = []
+    to_write: list[tuple[PostingCommand, Transaction, list[Entry]]] = []
+    for command in commands:
+        try:
+            _evaluate(command, accounts, balances)
+        except ApiError as error:
+            metrics.LEDGER_REJECTIONS.labels(error.code).inc()
+            results.append(Rejected(command, error))
+            continue
+        txn = Transaction(type=command.type, note=command.note, reference=command.reference)
+        entries = []
+        for leg in command.legs:
+            balances[leg.account_id] += leg.amount
+            entries.append(
+                Entry(
+                    transaction=txn,
+                    account_id=leg.account_id,
+                    amount=leg.amount,
+                    balance_after=balances[leg.account_id],
+                    type=command.type,
+                )
+            )
+        to_write.append((command, txn, entries))
+        results.append(Posted(command, txn, tuple(entries)))
+
+    if to_write:
+        _write(to_write, accounts, balances)
+    return results
+
+
+def _write(
+    to_write: list[tuple[PostingCommand, Transaction, list[Entry]]],
+    accounts: Mapping[int, Account],
+    balances: Mapping[int, int],
+) -> None:
+    Transaction.objects.bulk_create([txn for _, txn, _ in to_write])
+    # One INSERT for every leg of the batch: the balance trigger checks each transaction's
+    # legs per statement.
+    Entry.objects.bulk_create([entry for _, _, entries in to_write for entry in entries], batch_size=None)
+    deltas = {
+        account_id: balances[account_id] - accounts[account_id].balance
+        for account_id in balances
+        if balances[account_id] != accounts[account_id].balance
+    }
+    if deltas:
+        ids, amounts = zip(*sorted(deltas.items()), strict=True)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE ledger_account AS a SET balance = a.balance + d.delta "
+                "FROM unnest(%s::bigint[], %s::bigint[]) AS d(id, delta) WHERE a.id = d.id",
+                [list(ids), list(amounts)],
+            )
+    # Keep the caller's locked rows in step with the database.
+    for account_id, delta in deltas.items():
+        accounts[account_id].balance += delta
+    for command, _, _ in to_write:
+        metrics.LEDGER_TRANSACTIONS.labels(command.type).inc()
+        metrics.LEDGER_MOVED.labels(command.type).inc(sum(leg.amount for leg in command.legs if leg.amount > 0))
+
+
+def transaction_post(*, command: PostingCommand, accounts: Mapping[int, Account] | None = None) -> Posted:
+    """Post one command; raise the ApiError that refused it."""
+    (result,) = transactions_post(commands=[command], accounts=accounts)
+    if isinstance(result, Rejected):
+        raise result.error
+    return result
+
+
+def system_account(code: str) -> Account:
+    return Account.objects.get(kind=Account.Kind.SYSTEM, code=code)
+
+
+def account_open(*, currency: str) -> Account:
+    """A new customer account, balance 0 (the only way accounts come to exist besides the
+    data migration that creates the system accounts)."""
+    return Account.objects.create(kind=Account.Kind.CUSTOMER, currency=currency)
+
+
+# PostgreSQL's codes for a deadlock and a serialization failure: the database rolled the
+# transaction back, so running the whole block again is safe.
+_RETRYABLE = {"40P01", "40001"}
+
+
+def with_retries(block: Callable[[], T], *, attempts: int = 4) -> T:
+    """Run `block` (which opens its own durable atomic block) and re-run it when PostgreSQL
+    reports a deadlock or serialization failure; any other error propagates at once."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return block()
+        except OperationalError as exc:
+            code = getattr(getattr(exc, "__cause__", None), "sqlstate", None)
+            if code not in _RETRYABLE or attempt == attempts:
+                raise
+            logger.warning("retrying after a transient database conflict", extra={"sqlstate": code, "attempt": attempt})
+            time.sleep(0.005 * attempt)
+    raise AssertionError("unreachable")
+
+
+def atomic():
+    """The database transaction of one money operation: durable, so it can never be
+    nested inside another (a nested block would commit with its caller, not on its own)."""
+    return transaction.atomic(durable=True)
+
+
+__all__ = [
+    "Leg",
+    "Posted",
+    "PostingCommand",
+    "Rejected",
+    "account_open",
+    "accounts_lock",
+    "atomic",
+    "system_account",
+    "transaction_post",
+    "transactions_post",
+    "with_retries",
+]

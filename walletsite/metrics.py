@@ -1,0 +1,26 @@
+"""Prometheus metrics. Under gunicorn every worker process writes its samples to
+PROMETHEUS_MULTIPROC_DIR (set by the supervisor), and /metrics adds them up, so the numbers are
+right whichever worker answers the scrape."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+HTTP_REQUESTS = Counter("wallet_http_requests_total", "HTTP requests answered", ["method", "route", "status"])
+HTTP_DURATION = Histogram(
+    "wallet_http_request_duration_seconds",
+    "Time to answer an HTTP request",
+    ["method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+LEDGER_TRANSACTIONS = Counter("wallet_ledger_transactions_total", "Ledger transactions posted", ["type"])
+LEDGER_REJECTIONS = Counter("wallet_ledger_rejections_total", "Posting commands refused", ["code"])
+LEDGER_MOVED = Counter("wallet_ledger_moved_minor_total", "Minor units moved by posted transactions", ["type"])
+OUTBOX_DELIVERED = Counter("wallet_outbox_delivered_total", "Outbox events delivered", ["type"])
+OUTBOX_FAILURES = Counter("wallet_outbox_failures_total", "Outbox deliveries that failed and will retry", ["type"])
+RECONCILIATION_MISMATCHES = Gauge(
+    "wallet_reconciliation_mismatches",
+    "Mismatches found by the last reconciliation run",
+    multiprocess_mode="mostrecent",
+)
+RECONCILIATION_RUNS = Counter("wallet_reconciliation_runs_total", "Reconciliation runs", ["result"])

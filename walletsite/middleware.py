@@ -1,0 +1,77 @@
+"""Request id, request metrics and the body-size limit, for every request."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from django.conf import settings
+
+from walletsite import metrics
+from walletsite.errors import _django_problem
+from walletsite.logs import request_id
+
+logger = logging.getLogger("walletsite.request")
+_VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestIdMiddleware:
+    """Takes the caller's X-Request-Id when it is well-formed, else makes one; every log
+    line of the request carries it and the response echoes it."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        incoming = request.headers.get("X-Request-Id", "")
+        rid = incoming if _VALID_ID.match(incoming) else uuid.uuid4().hex
+        token = request_id.set(rid)
+        request.request_id = rid
+        started = time.perf_counter()
+        try:
+            response = self.get_response(request)
+            response["X-Request-Id"] = rid
+            logger.info(
+                "request",
+                extra={
+                    "method": request.method,
+                    "path": request.path,
+                    "status": response.status_code,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                },
+            )
+            return response
+        finally:
+            request_id.reset(token)
+
+
+class MetricsMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        started = time.perf_counter()
+        response = self.get_response(request)
+        match = getattr(request, "resolver_match", None)
+        route = match.route if match is not None else "unmatched"
+        metrics.HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+        metrics.HTTP_DURATION.labels(request.method, route).observe(time.perf_counter() - started)
+        return response
+
+
+class BodyLimitMiddleware:
+    """Refuses a body over BODY_LIMIT_BYTES by its Content-Length before reading it (413).
+    A body without a length is still capped by DATA_UPLOAD_MAX_MEMORY_SIZE when read."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        length = request.META.get("CONTENT_LENGTH") or "0"
+        if not length.isdigit():
+            return _django_problem("validation_failed", detail="Content-Length is not a number")
+        if int(length) > settings.BODY_LIMIT_BYTES:
+            return _django_problem("payload_too_large")
+        return self.get_response(request)
