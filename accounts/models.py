@@ -65,6 +65,9 @@ class Pin(models.Model):
     class Meta:
         constraints = [models.CheckConstraint(condition=Q(failed_attempts__gte=0), name="pin_failures_not_negative")]
 
+    def __str__(self) -> str:
+        return f"PIN of {self.user_id}"
+
 
 class TokenFamily(models.Model):
     """One login: every refresh token rotated from it, and their access tokens, carry its id
