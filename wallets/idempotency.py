@@ -1,0 +1,128 @@
+"""Idempotency-Key for every request that moves money (API.md "Idempotency").
+
+The key row is inserted in the same database transaction as the money movement, so either
+both commit or neither does: a crash between them cannot move money without recording the
+key, nor record a key for money that never moved.
+
+Concurrency: the first thing that transaction does is take a transaction-scoped advisory
+lock on (user, key) with `pg_try_advisory_xact_lock`. A second request with the same key
+while the first runs does not get the lock and answers 409 idempotency_key_in_use at once,
+instead of queueing behind it (as Zulip's `nowait` row locks do). The lock is released by the
+same COMMIT that makes the key row visible, so whoever gets the lock next sees the stored
+answer and replays it.
+
+What is stored: the answer of a request that reached the money operation, success or
+refusal (insufficient_funds, wallet_not_found, ...), as Stripe does. Requests refused before
+that (bad body, bad PIN, a locked PIN, a missing key) store nothing, so the client can fix the
+request and retry with the same key. The PIN is never part of the fingerprint or the stored
+answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import connection, transaction
+
+from ledger.posting import atomic, with_retries
+from wallets.models import IdempotencyKey
+from walletsite.errors import (
+    ApiError,
+    IdempotencyKeyInUse,
+    IdempotencyKeyRequired,
+    IdempotencyKeyReused,
+    InvalidIdempotencyKey,
+    problem,
+)
+
+HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+# Never part of the fingerprint: a retry after a mistyped PIN is the same request.
+SECRET_FIELDS = frozenset({"pin"})
+
+
+@dataclass(frozen=True)
+class IdempotentRequest:
+    user_id: Any
+    key: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: int
+    body: dict
+    replayed: bool
+
+
+def idempotency_key_from_header(value: str | None) -> str:
+    """The key as sent; 400 when missing, empty, too long or not printable ASCII."""
+    if value is None:
+        raise IdempotencyKeyRequired("Send an Idempotency-Key header with every request that moves money")
+    if not 1 <= len(value) <= 255 or not all(0x20 < ord(c) < 0x7F for c in value):
+        raise InvalidIdempotencyKey("The Idempotency-Key must be 1-255 printable ASCII characters without spaces")
+    return value
+
+
+def request_fingerprint(*, method: str, route: str, body: dict) -> str:
+    """SHA-256 of the request as the service understood it (validated fields, PIN left out)."""
+    clean = {name: value for name, value in body.items() if name not in SECRET_FIELDS}
+    canonical = json.dumps([method.upper(), route, clean], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _stored(*, request: IdempotentRequest) -> Outcome | None:
+    row = IdempotencyKey.objects.filter(user_id=request.user_id, key=request.key).first()
+    if row is None:
+        return None
+    if row.request_hash != request.fingerprint:
+        raise IdempotencyKeyReused("This Idempotency-Key was used with a different request")
+    return Outcome(row.response_status, row.response_body, replayed=True)
+
+
+def idempotent_replay(*, request: IdempotentRequest) -> Outcome | None:
+    """The stored answer for this key, if its request completed; 422 if the key was used
+    for a different request. Called before the PIN check, so a replay needs no PIN and
+    costs no guess."""
+    return _stored(request=request)
+
+
+def _advisory_key(request: IdempotentRequest) -> int:
+    digest = hashlib.sha256(f"idempotency:{request.user_id}:{request.key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def idempotent_execute(*, request: IdempotentRequest, operation: Callable[[], tuple[int, dict]]) -> Outcome:
+    """Run `operation` (which moves money inside the current transaction and returns the
+    status and body to answer) exactly once for this key, and store its answer with it."""
+
+    def attempt() -> Outcome:
+        with atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_advisory_key(request)])
+                (locked,) = cursor.fetchone()
+            if not locked:
+                raise IdempotencyKeyInUse("A request with this Idempotency-Key is still running; retry shortly")
+            stored = _stored(request=request)
+            if stored is not None:
+                return stored
+            try:
+                # A savepoint: a refused operation leaves nothing behind but its answer.
+                with transaction.atomic():
+                    status, body = operation()
+            except ApiError as refusal:
+                status, body = refusal.status, problem(refusal.code, refusal.detail, **refusal.extra)
+            IdempotencyKey.objects.create(
+                user_id=request.user_id,
+                key=request.key,
+                request_hash=request.fingerprint,
+                response_status=status,
+                response_body=body,
+            )
+            return Outcome(status, body, replayed=False)
+
+    return with_retries(attempt)
