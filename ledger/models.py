@@ -186,6 +186,7 @@ class ReconciliationRun(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["-started_at"], name="recon_recent")]
+        permissions = [("run_reconciliation", "Can run a reconciliation from the admin or the API")]
 
     def __str__(self) -> str:
         return f"reconciliation {self.started_at:%Y-%m-%d %H:%M} {'ok' if self.ok else 'MISMATCH'}"
