@@ -35,6 +35,7 @@ class Wallet(models.Model):
                 condition=Q(handle__regex=r"^[a-z0-9][a-z0-9._-]{0,54}@wallet$"), name="wallet_handle_format"
             ),
         ]
+        permissions = [("freeze_wallet", "Can freeze and unfreeze wallets")]
 
     def __str__(self) -> str:
         return self.handle

@@ -1,0 +1,40 @@
+"""The staff groups created by wallets/migrations/0002_staff_groups."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import Group
+
+pytestmark = pytest.mark.django_db
+
+
+def _codenames(group_name: str) -> set[str]:
+    group = Group.objects.get(name=group_name)
+    return {f"{p.content_type.app_label}.{p.codename}" for p in group.permissions.select_related("content_type")}
+
+
+def test_operations_can_view_freeze_and_reconcile():
+    # given / when
+    codenames = _codenames("operations")
+    # then
+    assert {
+        "ledger.view_account",
+        "ledger.view_transaction",
+        "ledger.view_entry",
+        "ledger.view_auditlog",
+        "ledger.view_reconciliationrun",
+        "ledger.view_outboxevent",
+        "wallets.view_wallet",
+        "wallets.view_paymentattempt",
+        "accounts.view_user",
+        "wallets.freeze_wallet",
+        "ledger.run_reconciliation",
+    } <= codenames
+    assert not any(c.split(".")[1].startswith(("add_", "change_", "delete_")) for c in codenames)
+
+
+def test_support_only_views():
+    codenames = _codenames("support")
+    assert "wallets.view_wallet" in codenames
+    assert "ledger.view_entry" in codenames
+    assert all(c.split(".")[1].startswith("view_") for c in codenames)
