@@ -96,7 +96,9 @@ class Transaction(models.Model):
 class Entry(models.Model):
     id = models.BigAutoField(primary_key=True)
     transaction = models.ForeignKey(Transaction, on_delete=models.PROTECT, related_name="entries")
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="entries")
+    # Indexed by entry_account_history (account_id, id DESC), which also serves every lookup
+    # by account alone; a second index on account_id would only slow each insert.
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="entries", db_index=False)
     # Credit positive, debit negative, never zero.
     amount = models.BigIntegerField()
     # The account's posted balance right after this entry.
