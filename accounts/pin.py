@@ -1,0 +1,96 @@
+"""The transaction PIN: a keyed hash in the database and an online lockout counted there.
+
+A PIN has at most 10^6 values, so the stored digest is HMAC-SHA256 under a pepper that lives
+outside the database (settings.WALLET["PIN_PEPPER"]): a copy of the database alone does not
+let anyone search the PINs offline. Online guessing is bounded by the lockout, which is
+counted in the Pin row under a row lock, so concurrent guesses cannot overshoot it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import re
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import Pin, User
+from walletsite.errors import InvalidPin, PinLocked, ValidationFailed
+
+# ASCII digits only: `\d` would also accept other scripts' digits, which keypads never send.
+PIN_FORMAT = re.compile(r"[0-9]{4,6}")
+
+
+def pin_digest(*, user_id, pin: str) -> str:
+    """HMAC-SHA256(pepper, "<user id>:<pin>") in hex. The user id in the message makes two
+    users with the same PIN store different digests."""
+    pepper = settings.WALLET["PIN_PEPPER"].encode()
+    return hmac.new(pepper, f"{user_id}:{pin}".encode(), hashlib.sha256).hexdigest()
+
+
+def pin_set(*, user: User, pin: str) -> Pin:
+    """Store (or replace) the user's PIN and clear any lockout. Runs inside the caller's
+    transaction, so registration creates the user and the PIN together."""
+    if not isinstance(pin, str) or not PIN_FORMAT.fullmatch(pin):
+        raise ValidationFailed("pin: must be 4 to 6 digits", errors=[{"field": "pin", "message": "4 to 6 digits"}])
+    record, _ = Pin.objects.update_or_create(
+        user=user,
+        defaults={"digest": pin_digest(user_id=user.id, pin=pin), "failed_attempts": 0, "locked_until": None},
+    )
+    return record
+
+
+def pin_verify(*, user: User, pin: str, now: datetime | None = None) -> None:
+    """Check the PIN or raise: 423 pin_locked while locked, 403 invalid_pin when wrong.
+
+    The check runs in its own durable transaction with the Pin row locked FOR UPDATE, so
+    concurrent guesses are counted one after another and at most PIN_MAX_FAILURES of them are
+    ever compared during one lock window. A wrong guess is committed before the error is
+    raised: the request fails, but the count it added stays. The caller must therefore not be
+    inside an atomic block (durable=True refuses that), and takes its own money transaction
+    afterwards. `now` exists so tests can move the clock.
+
+    The PIN_MAX_FAILURES-th wrong PIN in a row still answers invalid_pin and starts the
+    lock; the next attempts, right or wrong, answer pin_locked until it ends.
+    """
+    now = now or timezone.now()
+    max_failures = settings.WALLET["PIN_MAX_FAILURES"]
+    lock_seconds = settings.WALLET["PIN_LOCK_SECONDS"]
+    refusal: Exception | None = None
+    with transaction.atomic(durable=True):
+        record = Pin.objects.select_for_update().filter(user_id=user.id).first()
+        if record is None:
+            refusal = InvalidPin("No PIN is set for this user")
+        elif record.locked_until is not None and record.locked_until > now:
+            wait = max(1, math.ceil((record.locked_until - now).total_seconds()))
+            refusal = PinLocked(f"Too many wrong PINs; try again in {wait} seconds", retry_after=wait)
+        else:
+            candidate = pin_digest(user_id=user.id, pin=pin) if isinstance(pin, str) else ""
+            if hmac.compare_digest(candidate, record.digest):
+                if record.failed_attempts or record.locked_until is not None:
+                    record.failed_attempts = 0
+                    record.locked_until = None
+                    record.updated_at = now
+                    record.save(update_fields=["failed_attempts", "locked_until", "updated_at"])
+            else:
+                record.failed_attempts += 1
+                left = max_failures - record.failed_attempts
+                if left <= 0:
+                    # Lock, and start counting afresh once the lock ends.
+                    record.failed_attempts = 0
+                    record.locked_until = now + timedelta(seconds=lock_seconds)
+                    detail = f"The PIN is wrong; PIN-authorized requests are locked for {lock_seconds} seconds"
+                    left = 0
+                else:
+                    record.locked_until = None
+                    detail = f"The PIN is wrong; {left} attempts left before the lock"
+                record.updated_at = now
+                record.save(update_fields=["failed_attempts", "locked_until", "updated_at"])
+                refusal = InvalidPin(detail, attempts_left=left)
+    # Raised after the block has committed, so the count survives the failed request.
+    if refusal is not None:
+        raise refusal
