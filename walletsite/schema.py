@@ -1,0 +1,41 @@
+"""OpenAPI pieces shared by every view: the problem+json error body and a helper that declares
+a route's error responses from the error catalog, so the schema lists every error a route can
+answer with, under the media type it is really sent with."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import serializers
+
+from walletsite.errors import CATALOG, PROBLEM_CONTENT_TYPE
+
+
+class FieldErrorOut(serializers.Serializer):
+    field = serializers.CharField(help_text="Dotted path of the field; empty for the body as a whole")
+    message = serializers.CharField()
+
+
+class ProblemOut(serializers.Serializer):
+    """RFC 9457 problem details, as walletsite.errors renders them."""
+
+    type = serializers.CharField(help_text="urn:wallet:error:<code>")
+    title = serializers.CharField()
+    status = serializers.IntegerField()
+    detail = serializers.CharField()
+    code = serializers.ChoiceField(choices=sorted(CATALOG), help_text="Stable; see docs/errors.md")
+    errors = FieldErrorOut(many=True, required=False, help_text="validation_failed only: every field refused")
+    retry_after = serializers.IntegerField(required=False, help_text="Seconds; also sent as Retry-After")
+
+
+def problems(*codes: str) -> dict:
+    """extend_schema `responses` entries for these error codes, grouped by HTTP status."""
+    by_status: dict[int, list[str]] = {}
+    for code in codes:
+        by_status.setdefault(CATALOG[code][0], []).append(code)
+    return {
+        (status, PROBLEM_CONTENT_TYPE): OpenApiResponse(
+            response=ProblemOut,
+            description="; ".join(f"`{code}`: {CATALOG[code][1]}" for code in group),
+        )
+        for status, group in sorted(by_status.items())
+    }
