@@ -1,7 +1,15 @@
-"""The /api/v1 router: every JSON API route, registered from the apps' viewsets."""
+"""Every JSON API route under /api/v1, with no trailing slash (API.md). Routes are listed
+explicitly so that each path reads exactly as the contract spells it."""
 
-from rest_framework.routers import SimpleRouter
+from django.urls import path
 
-router = SimpleRouter(trailing_slash=False)
+from wallets.api_wallet import TransactionViewSet, WalletViewSet
 
-urlpatterns = router.urls
+urlpatterns = [
+    path("wallet", WalletViewSet.as_view({"get": "retrieve"}), name="wallet"),
+    path("wallet/balance", WalletViewSet.as_view({"get": "balance"}), name="wallet-balance"),
+    path("wallet/transfer", WalletViewSet.as_view({"post": "transfer"}), name="wallet-transfer"),
+    path("wallet/transactions", WalletViewSet.as_view({"get": "transactions"}), name="wallet-transactions"),
+    path("transactions", TransactionViewSet.as_view({"get": "list"}), name="transactions"),
+    path("transactions/<str:transaction_id>", TransactionViewSet.as_view({"get": "retrieve"}), name="transaction"),
+]

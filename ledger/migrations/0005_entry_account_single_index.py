@@ -5,15 +5,16 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('ledger', '0004_reconciliationrun_permissions'),
+        ("ledger", "0004_reconciliationrun_permissions"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='entry',
-            name='account',
-            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.PROTECT, related_name='entries', to='ledger.account'),
+            model_name="entry",
+            name="account",
+            field=models.ForeignKey(
+                db_index=False, on_delete=django.db.models.deletion.PROTECT, related_name="entries", to="ledger.account"
+            ),
         ),
     ]

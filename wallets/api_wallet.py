@@ -1,0 +1,243 @@
+"""The wallet API: the caller's wallet, balance, P2P transfers and history."""
+
+from __future__ import annotations
+
+import uuid
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.response import Response
+from rest_framework.viewsets import GenericViewSet
+
+from ledger.models import Transaction
+from ledger.selectors import HistoryFilter
+from wallets.history import wallet_history, wallet_transaction
+from wallets.models import Wallet
+from wallets.money import money_response
+from wallets.services import wallet_balances
+from wallets.transfers import transfer_create, transfer_response
+from walletsite.errors import Forbidden, TransactionNotFound
+from walletsite.schema import IDEMPOTENCY_HEADER, errors
+from walletsite.serializers import AmountField, StrictSerializer
+
+
+def caller_wallet(request) -> Wallet:
+    """The authenticated user's wallet; staff users have none (403 forbidden)."""
+    try:
+        wallet = request.user.wallet
+    except Wallet.DoesNotExist:
+        raise Forbidden("This user has no wallet") from None
+    return wallet
+
+
+class WalletOut(serializers.Serializer):
+    id = serializers.UUIDField()
+    handle = serializers.CharField()
+    currency = serializers.CharField()
+    balance = serializers.IntegerField()
+    available_balance = serializers.IntegerField()
+    held_balance = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=Wallet.Status.choices)
+
+
+class BalanceOut(serializers.Serializer):
+    wallet_id = serializers.UUIDField()
+    handle = serializers.CharField()
+    currency = serializers.CharField()
+    balance = serializers.IntegerField()
+    available_balance = serializers.IntegerField()
+    held_balance = serializers.IntegerField()
+
+
+class CounterpartyOut(serializers.Serializer):
+    handle = serializers.CharField()
+    name = serializers.CharField()
+
+
+class HistoryItemOut(serializers.Serializer):
+    id = serializers.UUIDField(help_text="The ledger transaction id")
+    type = serializers.ChoiceField(choices=Transaction.Type.choices)
+    direction = serializers.ChoiceField(choices=[("credit", "credit"), ("debit", "debit")])
+    amount = serializers.IntegerField(min_value=1, help_text="Minor units, always positive; see direction")
+    currency = serializers.CharField()
+    balance_after = serializers.IntegerField(help_text="The wallet's posted balance right after this entry")
+    status = serializers.ChoiceField(choices=[("posted", "posted"), ("pending", "pending"), ("reversed", "reversed")])
+    counterparty = CounterpartyOut(allow_null=True)
+    note = serializers.CharField(allow_blank=True)
+    created_at = serializers.DateTimeField()
+
+
+class HistoryPageOut(serializers.Serializer):
+    data = HistoryItemOut(many=True)
+    has_more = serializers.BooleanField()
+    next_cursor = serializers.CharField(allow_null=True)
+
+
+class TransferIn(StrictSerializer):
+    to = serializers.CharField(min_length=1, max_length=64, help_text="Wallet handle (name@wallet) or wallet id")
+    amount = AmountField(help_text="Minor units: a positive integer")
+    pin = serializers.RegexField(r"^[0-9]{4,6}$", help_text="The transaction PIN (4-6 digits)", write_only=True)
+    note = serializers.CharField(max_length=280, required=False, allow_blank=True, default="")
+
+
+class TransferOut(serializers.Serializer):
+    transaction = HistoryItemOut()
+    balance = serializers.IntegerField(help_text="The sender's posted balance after the transfer")
+
+
+HISTORY_TYPES = tuple(Transaction.Type.values)
+
+
+class HistoryQuery(StrictSerializer):
+    limit = serializers.IntegerField(min_value=1, max_value=100, default=20)
+    cursor = serializers.CharField(max_length=512, required=False)
+    type = serializers.CharField(
+        required=False, help_text=f"One or more of {', '.join(HISTORY_TYPES)}, comma-separated"
+    )
+    direction = serializers.ChoiceField(choices=["credit", "debit"], required=False)
+    # `from` is a Python keyword; the serializer field is renamed below.
+    to = serializers.DateTimeField(required=False, help_text="Only entries created before this time (RFC 3339)")
+
+    def get_fields(self):
+        fields = super().get_fields()
+        fields["from"] = serializers.DateTimeField(
+            required=False, help_text="Only entries created at or after this time (RFC 3339)"
+        )
+        return fields
+
+    def validate_type(self, value: str) -> tuple[str, ...]:
+        types = tuple(t.strip() for t in value.split(",") if t.strip())
+        unknown = [t for t in types if t not in HISTORY_TYPES]
+        if not types or unknown:
+            raise serializers.ValidationError(f"Must be one or more of {', '.join(HISTORY_TYPES)}")
+        return types
+
+    def validate(self, attrs):
+        start, end = attrs.get("from"), attrs.get("to")
+        if start and end and start >= end:
+            raise serializers.ValidationError({"from": "Must be before `to`"})
+        return attrs
+
+
+HISTORY_PARAMETERS = [
+    OpenApiParameter("limit", int, description="1-100, default 20"),
+    OpenApiParameter("cursor", str, description="next_cursor of the previous page"),
+    OpenApiParameter("type", str, description="Filter by type, comma-separated"),
+    OpenApiParameter("direction", str, enum=["credit", "debit"]),
+    OpenApiParameter("from", str, description="RFC 3339 timestamp, inclusive"),
+    OpenApiParameter("to", str, description="RFC 3339 timestamp, exclusive"),
+]
+
+
+def history_response(request) -> Response:
+    wallet = caller_wallet(request)
+    query = HistoryQuery(data=request.query_params.dict())
+    query.is_valid(raise_exception=True)
+    q = query.validated_data
+    page = wallet_history(
+        wallet=wallet,
+        limit=q["limit"],
+        cursor=q.get("cursor"),
+        filters=HistoryFilter(
+            types=q.get("type", ()),
+            direction=q.get("direction"),
+            created_from=q.get("from"),
+            created_to=q.get("to"),
+        ),
+    )
+    return Response(page.as_dict())
+
+
+class WalletViewSet(GenericViewSet):
+    @extend_schema(operation_id="wallet_get", responses={200: WalletOut, **errors("forbidden", auth=True)})
+    def retrieve(self, request):
+        wallet = caller_wallet(request)
+        return Response(
+            {
+                "id": str(wallet.id),
+                "handle": wallet.handle,
+                "currency": wallet.currency,
+                **wallet_balances(wallet=wallet),
+                "status": wallet.status,
+            }
+        )
+
+    @extend_schema(operation_id="wallet_balance", responses={200: BalanceOut, **errors("forbidden", auth=True)})
+    def balance(self, request):
+        wallet = caller_wallet(request)
+        return Response(
+            {
+                "wallet_id": str(wallet.id),
+                "handle": wallet.handle,
+                "currency": wallet.currency,
+                **wallet_balances(wallet=wallet),
+            }
+        )
+
+    @extend_schema(
+        operation_id="wallet_transfer",
+        parameters=[IDEMPOTENCY_HEADER],
+        request=TransferIn,
+        responses={
+            201: TransferOut,
+            **errors(
+                "validation_failed",
+                "idempotency_key_required",
+                "invalid_idempotency_key",
+                "forbidden",
+                "invalid_pin",
+                "wallet_not_found",
+                "idempotency_key_in_use",
+                "idempotency_key_reused",
+                "insufficient_funds",
+                "same_wallet",
+                "currency_mismatch",
+                "limit_exceeded",
+                "wallet_frozen",
+                "pin_locked",
+                auth=True,
+            ),
+        },
+    )
+    def transfer(self, request):
+        sender = caller_wallet(request)
+        body = TransferIn(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = dict(body.validated_data)
+        pin = data.pop("pin")
+
+        def operation() -> tuple[int, dict]:
+            posted, recipient = transfer_create(sender=sender, to=data["to"], amount=data["amount"], note=data["note"])
+            return 201, transfer_response(posted=posted, sender=sender, recipient=recipient)
+
+        return money_response(request, route="wallet.transfer", data=data, operation=operation, pin=pin)
+
+    @extend_schema(
+        operation_id="wallet_transactions",
+        parameters=HISTORY_PARAMETERS,
+        responses={200: HistoryPageOut, **errors("validation_failed", "invalid_cursor", "forbidden", auth=True)},
+    )
+    def transactions(self, request):
+        return history_response(request)
+
+
+class TransactionViewSet(GenericViewSet):
+    @extend_schema(
+        operation_id="transactions_list",
+        parameters=HISTORY_PARAMETERS,
+        responses={200: HistoryPageOut, **errors("validation_failed", "invalid_cursor", "forbidden", auth=True)},
+    )
+    def list(self, request):
+        return history_response(request)
+
+    @extend_schema(
+        operation_id="transactions_get",
+        responses={200: HistoryItemOut, **errors("forbidden", "transaction_not_found", auth=True)},
+    )
+    def retrieve(self, request, transaction_id: str):
+        wallet = caller_wallet(request)
+        try:
+            txn_id = uuid.UUID(transaction_id)
+        except ValueError:
+            raise TransactionNotFound("No transaction with this id has you as a party") from None
+        return Response(wallet_transaction(wallet=wallet, transaction_id=txn_id))
