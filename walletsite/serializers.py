@@ -50,3 +50,22 @@ class AmountField(serializers.Field):
 
 class EmptySerializer(StrictSerializer):
     """For routes that take no body: anything sent is refused."""
+
+
+class StringField(serializers.CharField):
+    """A CharField that takes JSON strings only. DRF's CharField turns 1234 into "1234",
+    so a PIN or password sent as a number would pass silently; here it is refused."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class EmailStringField(serializers.EmailField):
+    """An EmailField that takes JSON strings only (see StringField)."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
