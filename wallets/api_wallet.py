@@ -17,8 +17,8 @@ from wallets.money import money_response
 from wallets.services import wallet_balances
 from wallets.transfers import transfer_create, transfer_response
 from walletsite.errors import Forbidden, TransactionNotFound
-from walletsite.schema import IDEMPOTENCY_HEADER, errors
-from walletsite.serializers import AmountField, StrictSerializer
+from walletsite.schema import AUTHENTICATED, IDEMPOTENCY_HEADER, problems
+from walletsite.serializers import AmountField, PinField, StrictCharField, StrictSerializer
 
 
 def caller_wallet(request) -> Wallet:
@@ -74,10 +74,10 @@ class HistoryPageOut(serializers.Serializer):
 
 
 class TransferIn(StrictSerializer):
-    to = serializers.CharField(min_length=1, max_length=64, help_text="Wallet handle (name@wallet) or wallet id")
+    to = StrictCharField(min_length=1, max_length=64, help_text="Wallet handle (name@wallet) or wallet id")
     amount = AmountField(help_text="Minor units: a positive integer")
-    pin = serializers.RegexField(r"^[0-9]{4,6}$", help_text="The transaction PIN (4-6 digits)", write_only=True)
-    note = serializers.CharField(max_length=280, required=False, allow_blank=True, default="")
+    pin = PinField()
+    note = StrictCharField(max_length=280, required=False, allow_blank=True, default="")
 
 
 class TransferOut(serializers.Serializer):
@@ -149,7 +149,7 @@ def history_response(request) -> Response:
 
 
 class WalletViewSet(GenericViewSet):
-    @extend_schema(operation_id="wallet_get", responses={200: WalletOut, **errors("forbidden", auth=True)})
+    @extend_schema(operation_id="wallet_get", responses={200: WalletOut, **problems(*AUTHENTICATED, "forbidden")})
     def retrieve(self, request):
         wallet = caller_wallet(request)
         return Response(
@@ -162,7 +162,7 @@ class WalletViewSet(GenericViewSet):
             }
         )
 
-    @extend_schema(operation_id="wallet_balance", responses={200: BalanceOut, **errors("forbidden", auth=True)})
+    @extend_schema(operation_id="wallet_balance", responses={200: BalanceOut, **problems(*AUTHENTICATED, "forbidden")})
     def balance(self, request):
         wallet = caller_wallet(request)
         return Response(
@@ -180,7 +180,8 @@ class WalletViewSet(GenericViewSet):
         request=TransferIn,
         responses={
             201: TransferOut,
-            **errors(
+            **problems(
+                *AUTHENTICATED,
                 "validation_failed",
                 "idempotency_key_required",
                 "invalid_idempotency_key",
@@ -195,7 +196,6 @@ class WalletViewSet(GenericViewSet):
                 "limit_exceeded",
                 "wallet_frozen",
                 "pin_locked",
-                auth=True,
             ),
         },
     )
@@ -215,7 +215,7 @@ class WalletViewSet(GenericViewSet):
     @extend_schema(
         operation_id="wallet_transactions",
         parameters=HISTORY_PARAMETERS,
-        responses={200: HistoryPageOut, **errors("validation_failed", "invalid_cursor", "forbidden", auth=True)},
+        responses={200: HistoryPageOut, **problems(*AUTHENTICATED, "validation_failed", "invalid_cursor", "forbidden")},
     )
     def transactions(self, request):
         return history_response(request)
@@ -225,14 +225,14 @@ class TransactionViewSet(GenericViewSet):
     @extend_schema(
         operation_id="transactions_list",
         parameters=HISTORY_PARAMETERS,
-        responses={200: HistoryPageOut, **errors("validation_failed", "invalid_cursor", "forbidden", auth=True)},
+        responses={200: HistoryPageOut, **problems(*AUTHENTICATED, "validation_failed", "invalid_cursor", "forbidden")},
     )
     def list(self, request):
         return history_response(request)
 
     @extend_schema(
         operation_id="transactions_get",
-        responses={200: HistoryItemOut, **errors("forbidden", "transaction_not_found", auth=True)},
+        responses={200: HistoryItemOut, **problems(*AUTHENTICATED, "forbidden", "transaction_not_found")},
     )
     def retrieve(self, request, transaction_id: str):
         wallet = caller_wallet(request)

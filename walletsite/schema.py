@@ -4,7 +4,8 @@ answer with, under the media type it is really sent with."""
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
 
 from walletsite.errors import CATALOG, PROBLEM_CONTENT_TYPE
@@ -27,10 +28,25 @@ class ProblemOut(serializers.Serializer):
     retry_after = serializers.IntegerField(required=False, help_text="Seconds; also sent as Retry-After")
 
 
+IDEMPOTENCY_HEADER = OpenApiParameter(
+    "Idempotency-Key",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    required=True,
+    description="1-255 printable ASCII characters; a retry with the same key and body replays the first answer",
+)
+
+# Answers any route can give, declared on every route.
+ALWAYS = ("internal_error", "service_unavailable")
+# What every route behind a bearer token can answer.
+AUTHENTICATED = ("authentication_required", "invalid_token")
+
+
 def problems(*codes: str) -> dict:
-    """extend_schema `responses` entries for these error codes, grouped by HTTP status."""
+    """extend_schema `responses` entries for these error codes (plus ALWAYS), grouped by
+    HTTP status."""
     by_status: dict[int, list[str]] = {}
-    for code in codes:
+    for code in dict.fromkeys((*codes, *ALWAYS)):
         by_status.setdefault(CATALOG[code][0], []).append(code)
     return {
         (status, PROBLEM_CONTENT_TYPE): OpenApiResponse(
