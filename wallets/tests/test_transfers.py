@@ -74,7 +74,7 @@ def test_handles_are_case_insensitive(api, alice, bob):
 
 def test_the_recipient_sees_a_credit_with_the_sender_as_counterparty(api, alice, bob):
     _, a_wallet, a_auth = alice
-    b_user, _, b_auth = bob
+    _, _, b_auth = bob
     transfer(api, a_auth, to=bob[1].handle, amount=300)
     page = api.get("/api/v1/wallet/transactions", **b_auth).json()
     (item,) = page["data"]
