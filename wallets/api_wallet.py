@@ -18,7 +18,7 @@ from wallets.services import wallet_balances
 from wallets.transfers import transfer_create, transfer_response
 from walletsite.errors import Forbidden, TransactionNotFound
 from walletsite.schema import AUTHENTICATED, IDEMPOTENCY_HEADER, problems
-from walletsite.serializers import AmountField, PinField, StrictCharField, StrictSerializer
+from walletsite.serializers import AmountField, PinField, StrictSerializer, StringField
 
 
 def caller_wallet(request) -> Wallet:
@@ -74,10 +74,10 @@ class HistoryPageOut(serializers.Serializer):
 
 
 class TransferIn(StrictSerializer):
-    to = StrictCharField(min_length=1, max_length=64, help_text="Wallet handle (name@wallet) or wallet id")
+    to = StringField(min_length=1, max_length=64, help_text="Wallet handle (name@wallet) or wallet id")
     amount = AmountField(help_text="Minor units: a positive integer")
-    pin = PinField()
-    note = StrictCharField(max_length=280, required=False, allow_blank=True, default="")
+    pin = PinField(write_only=True)
+    note = StringField(max_length=280, required=False, allow_blank=True, default="")
 
 
 class TransferOut(serializers.Serializer):

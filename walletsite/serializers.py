@@ -4,6 +4,7 @@ and the one definition of a money amount."""
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.validators import RegexValidator
 from rest_framework import serializers
 
 
@@ -71,29 +72,11 @@ class EmailStringField(serializers.EmailField):
         return super().to_internal_value(data)
 
 
-class StrictCharField(serializers.CharField):
-    """A JSON string only: DRF's CharField would turn 1234 into "1234"."""
-
-    default_error_messages = {"type": "Must be a string"}
-
-    def to_internal_value(self, data):
-        if not isinstance(data, str):
-            self.fail("type")
-        return super().to_internal_value(data)
-
-
-class PinField(serializers.RegexField):
+class PinField(StringField):
     """The transaction PIN: a string of 4 to 6 ASCII digits (never a number, which would lose
-    leading zeros)."""
+    leading zeros; `\\d` would also take other scripts' digits)."""
 
     def __init__(self, **kwargs):
         kwargs.setdefault("help_text", "The transaction PIN: 4-6 digits, as a string")
-        kwargs.setdefault("write_only", True)
-        super().__init__(r"^[0-9]{4,6}$", **kwargs)
-        self.error_messages["invalid"] = "Must be 4 to 6 digits"
-        self.error_messages["type"] = "Must be a string of 4 to 6 digits"
-
-    def to_internal_value(self, data):
-        if not isinstance(data, str):
-            self.fail("type")
-        return super().to_internal_value(data)
+        kwargs.setdefault("validators", [RegexValidator(r"^[0-9]{4,6}$", "Must be 4 to 6 digits")])
+        super().__init__(**kwargs)
