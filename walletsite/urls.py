@@ -2,11 +2,31 @@
 operations endpoints, the API docs and the sandbox gateway."""
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.permissions import AllowAny
+
+from walletsite import ops
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("walletsite.api")),
+    path("healthz", ops.healthz, name="healthz"),
+    path("readyz", ops.readyz, name="readyz"),
+    path("metrics", ops.metrics_view, name="metrics"),
+    # The reference needs no token: authentication_classes=[] so that a stale bearer
+    # token in the browser cannot turn the docs into a 401.
+    path(
+        "api/schema",
+        SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[AllowAny]),
+        name="schema",
+    ),
+    path(
+        "api/docs",
+        SpectacularSwaggerView.as_view(url_name="schema", authentication_classes=[], permission_classes=[AllowAny]),
+        name="docs",
+    ),
+    re_path(r"^static/(?P<path>.+)$", ops.static, name="static"),
 ]
 
 handler400 = "walletsite.errors.handler400"
