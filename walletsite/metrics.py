@@ -24,3 +24,32 @@ RECONCILIATION_MISMATCHES = Gauge(
     multiprocess_mode="mostrecent",
 )
 RECONCILIATION_RUNS = Counter("wallet_reconciliation_runs_total", "Reconciliation runs", ["result"])
+OUTBOX_CLAIMED = Counter("wallet_outbox_claimed_total", "Outbox events handed to a worker (retries included)")
+WORKER_JOB_RUNS = Counter("wallet_worker_job_runs_total", "Periodic worker jobs run", ["job", "result"])
+WORKER_JOB_DURATION = Histogram(
+    "wallet_worker_job_duration_seconds",
+    "Time a periodic worker job took",
+    ["job"],
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300),
+)
+
+
+def render() -> tuple[bytes, str]:
+    """The Prometheus text exposition of every metric, and its content type.
+
+    With PROMETHEUS_MULTIPROC_DIR set (gunicorn under `make run`, and the worker beside it),
+    each process writes its samples to files there and the answer adds up every process's
+    files, so the numbers do not depend on which gunicorn worker answers the scrape. The
+    variable belongs to prometheus_client, which reads it itself when it is first imported;
+    it is not a setting of ours.
+    """
+    import os
+
+    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    return generate_latest(registry), CONTENT_TYPE_LATEST
