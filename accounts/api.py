@@ -1,0 +1,133 @@
+"""Login, refresh and logout: POST /api/v1/auth/login, /auth/refresh, /auth/logout.
+
+Thin views: validate the body with a strict input serializer, call one service of
+accounts.tokens, render the result.
+"""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.response import Response
+
+from accounts.tokens import session_login, session_logout, session_logout_refresh, session_refresh
+from walletsite.schema import problems
+from walletsite.serializers import EmailStringField, StrictSerializer, StringField
+
+
+class LoginIn(StrictSerializer):
+    email = EmailStringField(max_length=254)
+    # Not trimmed: spaces are part of a password.
+    password = StringField(max_length=128, trim_whitespace=False)
+
+
+class RefreshIn(StrictSerializer):
+    refresh_token = StringField(max_length=4096)
+
+
+class LogoutIn(StrictSerializer):
+    refresh_token = StringField(
+        max_length=4096,
+        required=False,
+        help_text="Optional. The login of the access token is always ended; a refresh token of "
+        "the caller's sent here has its own login ended too (e.g. a second device's).",
+    )
+
+
+class TokenPairOut(serializers.Serializer):
+    access_token = serializers.CharField()
+    refresh_token = serializers.CharField()
+    token_type = serializers.ChoiceField(choices=["Bearer"])
+    expires_in = serializers.IntegerField(help_text="Seconds until the access token expires")
+
+
+class ActionOptionsMixin:
+    """Honour @action(authentication_classes=..., permission_classes=...) when a route maps
+    the action with `as_view({...})` in walletsite/api.py instead of through a router (the
+    router would pass them as init arguments; an explicit as_view does not)."""
+
+    def _action_option(self, name: str):
+        # DRF sets self.action only after it has asked for the authenticators, so the action
+        # is looked up from the method here.
+        action_name = getattr(self, "action", None)
+        request = getattr(self, "request", None)
+        if action_name is None and request is not None:
+            action_name = getattr(self, "action_map", {}).get(request.method.lower())
+        handler = getattr(self, action_name, None) if action_name else None
+        return getattr(handler, "kwargs", {}).get(name)
+
+    def get_authenticators(self):
+        classes = self._action_option("authentication_classes")
+        return super().get_authenticators() if classes is None else [cls() for cls in classes]
+
+    def get_permissions(self):
+        classes = self._action_option("permission_classes")
+        return super().get_permissions() if classes is None else [cls() for cls in classes]
+
+
+class AuthViewSet(ActionOptionsMixin, viewsets.GenericViewSet):
+    """Login sessions as token families (see accounts.tokens)."""
+
+    @extend_schema(
+        operation_id="auth_login",
+        request=LoginIn,
+        responses={200: TokenPairOut, **problems("validation_failed", "invalid_credentials", "rate_limited")},
+        auth=[],
+    )
+    @action(
+        detail=False,
+        methods=["post"],
+        url_path="login",
+        # No authentication at all: a stale bearer header must not turn a login into 401.
+        authentication_classes=[],
+        permission_classes=[AllowAny],
+    )
+    def login(self, request):
+        data = _valid(LoginIn, request)
+        body = session_login(email=data["email"], password=data["password"])
+        return Response(TokenPairOut(body).data, status=status.HTTP_200_OK)
+
+    @extend_schema(
+        operation_id="auth_refresh",
+        request=RefreshIn,
+        responses={200: TokenPairOut, **problems("validation_failed", "invalid_refresh_token", "rate_limited")},
+        auth=[],
+    )
+    @action(
+        detail=False,
+        methods=["post"],
+        url_path="refresh",
+        authentication_classes=[],
+        permission_classes=[AllowAny],
+    )
+    def refresh(self, request):
+        data = _valid(RefreshIn, request)
+        body = session_refresh(refresh_token=data["refresh_token"])
+        return Response(TokenPairOut(body).data, status=status.HTTP_200_OK)
+
+    @extend_schema(
+        operation_id="auth_logout",
+        description="Ends the login of the bearer access token: its refresh token and all of its "
+        "access tokens stop working. The body may be empty, `{}`, or `{refresh_token}`.",
+        request=LogoutIn,
+        responses={
+            204: OpenApiResponse(description="Logged out"),
+            **problems("validation_failed", "authentication_required", "invalid_token", "invalid_refresh_token"),
+        },
+    )
+    @action(detail=False, methods=["post"], url_path="logout", permission_classes=[IsAuthenticated])
+    def logout(self, request):
+        data = _valid(LogoutIn, request)
+        if "refresh_token" in data:
+            # Checked first, so a bad refresh token refuses the request before anything ends.
+            session_logout_refresh(user=request.user, refresh_token=data["refresh_token"])
+        session_logout(family_id=request.token_family_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _valid(serializer_class: type[StrictSerializer], request) -> dict:
+    serializer = serializer_class(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
