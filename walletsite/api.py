@@ -3,9 +3,16 @@ explicitly so that each path reads exactly as the contract spells it."""
 
 from django.urls import path
 
+from accounts.api import AuthViewSet
+from wallets.api_auth import MeViewSet, RegistrationViewSet
 from wallets.api_wallet import TransactionViewSet, WalletViewSet
 
 urlpatterns = [
+    path("auth/register", RegistrationViewSet.as_view({"post": "register"}), name="auth-register"),
+    path("auth/login", AuthViewSet.as_view({"post": "login"}), name="auth-login"),
+    path("auth/refresh", AuthViewSet.as_view({"post": "refresh"}), name="auth-refresh"),
+    path("auth/logout", AuthViewSet.as_view({"post": "logout"}), name="auth-logout"),
+    path("me", MeViewSet.as_view({"get": "me"}), name="me"),
     path("wallet", WalletViewSet.as_view({"get": "retrieve"}), name="wallet"),
     path("wallet/balance", WalletViewSet.as_view({"get": "balance"}), name="wallet-balance"),
     path("wallet/transfer", WalletViewSet.as_view({"post": "transfer"}), name="wallet-transfer"),
