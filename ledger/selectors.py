@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import OuterRef, Subquery
+from django.db.models import OuterRef, QuerySet, Subquery
 from django.db.models.functions import Abs
 
 from ledger.models import Account, Entry
@@ -34,6 +34,14 @@ def _counterparty() -> Subquery:
 def account_entries(
     *, account_id: int, limit: int, before_entry_id: int | None = None, filters: HistoryFilter = HistoryFilter()
 ) -> list[Entry]:
+    return list(
+        account_entries_query(account_id=account_id, limit=limit, before_entry_id=before_entry_id, filters=filters)
+    )
+
+
+def account_entries_query(
+    *, account_id: int, limit: int, before_entry_id: int | None = None, filters: HistoryFilter = HistoryFilter()
+) -> QuerySet[Entry]:
     """Up to `limit` entries of one account, newest first, each with its transaction and
     `counterparty_account_id`: the customer account on the other side, if any.
 
@@ -54,9 +62,7 @@ def account_entries(
         query = query.filter(created_at__gte=filters.created_from)
     if filters.created_to is not None:
         query = query.filter(created_at__lt=filters.created_to)
-    return list(
-        query.select_related("transaction").annotate(counterparty_account_id=_counterparty()).order_by("-id")[:limit]
-    )
+    return query.select_related("transaction").annotate(counterparty_account_id=_counterparty()).order_by("-id")[:limit]
 
 
 def transaction_entry_for_accounts(*, transaction_id, account_ids: list[int]) -> Entry | None:
