@@ -1,0 +1,143 @@
+"""The payment gateway's side of the wire: webhook signatures and the HTTP client that
+delivers a signed event (used by the sandbox gateway, which plays the outside system).
+
+A signature header reads `t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>`,
+as Stripe's does. The bank's callbacks are signed the same way, so these helpers take the
+secret as an argument instead of reading one setting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from walletsite.errors import InvalidSignature
+
+SIGNATURE_HEADER = "Gateway-Signature"
+SCHEME = "v1"
+# A header carries one timestamp and a few signatures (more than one while a secret is being
+# rotated); anything longer is not a header we wrote.
+MAX_HEADER_LENGTH = 1024
+DELIVERY_TIMEOUT_SECONDS = 5
+# The sandbox delivers to this service's own PUBLIC_URL: an HTTP(S)_PROXY from the
+# environment (set for outbound traffic) must not route it elsewhere.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def signature_compute(*, secret: str, timestamp: int, body: bytes) -> str:
+    """The hex HMAC-SHA256 of `<timestamp>.<body>` under `secret`."""
+    message = str(timestamp).encode("ascii") + b"." + body
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def signature_header(*, secrets: str | Sequence[str], body: bytes, timestamp: int | None = None) -> str:
+    """The signature header for `body`: one v1 value per secret, so a sender rotating its
+    secret can sign with the old and the new one until every receiver has the new one."""
+    timestamp = int(time.time()) if timestamp is None else timestamp
+    keys = [secrets] if isinstance(secrets, str) else list(secrets)
+    parts = [f"t={timestamp}"] + [
+        f"{SCHEME}={signature_compute(secret=k, timestamp=timestamp, body=body)}" for k in keys
+    ]
+    return ",".join(parts)
+
+
+def _parse(header: str) -> tuple[int, list[str]]:
+    """(timestamp, v1 signatures) of a header; InvalidSignature when it is malformed."""
+    timestamp: int | None = None
+    signatures: list[str] = []
+    for part in header.split(","):
+        name, sep, value = part.strip().partition("=")
+        if not sep or not value:
+            raise InvalidSignature("The signature header must read t=<unix seconds>,v1=<hex signature>")
+        if name == "t":
+            if timestamp is not None or not value.isascii() or not value.isdigit():
+                raise InvalidSignature("The signature header needs exactly one t=<unix seconds>")
+            timestamp = int(value)
+        elif name == SCHEME:
+            signatures.append(value.lower())
+        # Other schemes (v0, a future v2) are skipped, as Stripe's receivers do, so a sender
+        # can add one before receivers understand it.
+    if timestamp is None or not signatures:
+        raise InvalidSignature("The signature header needs t=<unix seconds> and at least one v1=<hex signature>")
+    return timestamp, signatures
+
+
+def signature_verify(
+    *, header: str | None, body: bytes, secret: str, tolerance_seconds: int, now: float | None = None
+) -> int:
+    """Check a signature header against the raw request body; return its timestamp.
+
+    Raises InvalidSignature (400) when the header is missing or malformed, when no v1 value
+    matches, or when the timestamp is more than `tolerance_seconds` from now (a replayed
+    old delivery). Signatures are compared in constant time."""
+    if not header:
+        raise InvalidSignature("The request has no signature header")
+    if len(header) > MAX_HEADER_LENGTH:
+        raise InvalidSignature("The signature header is too long")
+    timestamp, candidates = _parse(header)
+    now = time.time() if now is None else now
+    if abs(now - timestamp) > tolerance_seconds:
+        raise InvalidSignature(f"The signature timestamp is more than {tolerance_seconds} s from now")
+    expected = signature_compute(secret=secret, timestamp=timestamp, body=body)
+    # Every candidate is compared (no early exit on a match), so the time taken does not
+    # reveal which position held the right signature.
+    matched = False
+    for candidate in candidates:
+        matched |= hmac.compare_digest(expected.encode("ascii"), candidate.encode("ascii", "replace"))
+    if not matched:
+        raise InvalidSignature("No signature in the header matches the body")
+    return timestamp
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What the receiver answered: its HTTP status and body (parsed when it is JSON)."""
+
+    status: int
+    body: Any
+
+
+def _read_body(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", "replace")
+
+
+def webhook_deliver(
+    *,
+    url: str,
+    event: dict,
+    secret: str,
+    header_name: str = SIGNATURE_HEADER,
+    timeout: float = DELIVERY_TIMEOUT_SECONDS,
+) -> Delivery:
+    """POST `event` as JSON to `url` with a fresh signature, over real HTTP, as a gateway
+    would. A 4xx or 5xx answer is returned, not raised; a network failure raises OSError
+    (urllib.error.URLError is one)."""
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"webhooks are delivered over http(s) only, not to {url!r}")
+    body = json.dumps(event, separators=(",", ":")).encode()
+    request = urllib.request.Request(  # noqa: S310 (http(s) only, checked above)
+        url,
+        data=body,
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "User-Agent": "wallet-sandbox-gateway/1",
+            header_name: signature_header(secrets=secret, body=body),
+        },
+    )
+    try:
+        with _OPENER.open(request, timeout=timeout) as response:
+            return Delivery(status=response.status, body=_read_body(response.read()))
+    except urllib.error.HTTPError as answer:
+        with answer:
+            return Delivery(status=answer.code, body=_read_body(answer.read()))
