@@ -5,6 +5,7 @@ from django.urls import path
 
 from accounts.api import AuthViewSet
 from wallets.api_auth import MeViewSet, RegistrationViewSet
+from wallets.api_topups import GatewayWebhookViewSet, TopupViewSet
 from wallets.api_wallet import TransactionViewSet, WalletViewSet
 
 urlpatterns = [
@@ -17,6 +18,9 @@ urlpatterns = [
     path("wallet/balance", WalletViewSet.as_view({"get": "balance"}), name="wallet-balance"),
     path("wallet/transfer", WalletViewSet.as_view({"post": "transfer"}), name="wallet-transfer"),
     path("wallet/transactions", WalletViewSet.as_view({"get": "transactions"}), name="wallet-transactions"),
+    path("wallet/add-money", TopupViewSet.as_view({"post": "add_money"}), name="wallet-add-money"),
+    path("wallet/payments/<str:payment_id>", TopupViewSet.as_view({"get": "payment"}), name="wallet-payment"),
+    path("webhooks/gateway", GatewayWebhookViewSet.as_view({"post": "gateway"}), name="webhooks-gateway"),
     path("transactions", TransactionViewSet.as_view({"get": "list"}), name="transactions"),
     path("transactions/<str:transaction_id>", TransactionViewSet.as_view({"get": "retrieve"}), name="transaction"),
 ]
