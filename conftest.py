@@ -16,3 +16,28 @@ def _fast_password_hashing(settings):
 @pytest.fixture
 def api() -> APIClient:
     return APIClient()
+
+
+# Rows that data migrations create: a transactional test's teardown flushes every table, so
+# the next test that needs them gets them back from the same functions the migrations run.
+SEEDS = (
+    ("ledger.migrations.0003_system_accounts", "create"),
+    ("wallets.migrations.0002_staff_groups", "create_groups"),
+)
+
+
+@pytest.fixture(autouse=True)
+def _seed_rows_after_flush(request):
+    marker = request.node.get_closest_marker("django_db")
+    transactional = {"transactional_db", "live_server"} & set(request.fixturenames) or (
+        marker is not None and marker.kwargs.get("transaction")
+    )
+    if not transactional:
+        return
+    import importlib
+
+    from django.apps import apps
+
+    request.getfixturevalue("transactional_db")
+    for module, function in SEEDS:
+        getattr(importlib.import_module(module), function)(apps, None)
