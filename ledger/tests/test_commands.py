@@ -13,7 +13,6 @@ from urllib.parse import quote
 import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
-from django.db import connection
 
 from ledger.models import AuditLog, Entry, ReconciliationRun
 from ledger.posting import system_account
@@ -161,20 +160,10 @@ def _manage(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.fixture(scope="module")
-def restore_migrated_data(django_db_blocker):
-    """A transactional test ends by emptying every table, which would take the data that
-    migrations created (system accounts, staff groups) from the tests that run after it.
-    serialized_rollback only restores it at the start of a test that asks for it, so put it
-    back here, after the flush, for everyone."""
-    yield
-    with django_db_blocker.unblock():
-        connection.creation.deserialize_db_from_string(connection._test_serialized_contents)
-
-
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
-def test_commands_exit_codes_as_real_processes(restore_migrated_data):
-    # given: committed data, so another process sees it
+@pytest.mark.django_db(transaction=True)
+def test_commands_exit_codes_as_real_processes():
+    # given: committed data, so another process sees it (conftest re-seeds the system
+    # accounts a transactional test needs)
     account = funded_account(1000)
     # when / then
     passed = _manage("reconcile")
