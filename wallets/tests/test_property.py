@@ -11,8 +11,9 @@ import uuid
 
 import pytest
 from django.conf import settings
-from hypothesis import HealthCheck, strategies as st
+from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 from rest_framework.test import APIClient
 
