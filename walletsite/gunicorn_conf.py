@@ -1,0 +1,103 @@
+"""gunicorn settings, for `make run` (walletsite.serve) and the `web` container alike:
+`gunicorn -c walletsite/gunicorn_conf.py`.
+
+Why gthread, 2 workers x 8 threads by default: the request code is synchronous and spends
+most of its time waiting for PostgreSQL (a transfer is a few short statements and one durable
+commit), so threads overlap those waits cheaply, while a process per core (2 on the machines
+we size for) uses both cores for the Python work between them. Async views are no option:
+Django cannot hold a database transaction across an await. WEB_CONCURRENCY and WEB_THREADS
+change the numbers; each process's database pool holds up to WEB_THREADS + 4 connections.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+# gunicorn loads this file by path, so the project root may not be on sys.path yet.
+_ROOT = Path(__file__).resolve().parent.parent
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
+
+from gunicorn.glogging import Logger  # noqa: E402
+
+from walletsite import config as _config  # noqa: E402
+
+try:
+    _CONFIG = _config.load()
+except _config.ConfigError as exc:
+    raise SystemExit(f"configuration error: {exc}") from None
+
+# prometheus_client reads this when it is first imported, which in the workers happens after
+# this file runs: every worker then writes its samples there and /metrics adds them up. The
+# supervisor (walletsite.serve) sets it already; a bare `gunicorn -c` (the web container)
+# gets the same directory under DATA_DIR.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(_CONFIG.data_dir / "prometheus"))
+
+wsgi_app = "walletsite.wsgi:application"
+chdir = str(_ROOT)
+# An IPv6 address binds in brackets: [::]:8000.
+bind = [f"[{_CONFIG.host}]:{_CONFIG.port}" if ":" in _CONFIG.host else f"{_CONFIG.host}:{_CONFIG.port}"]
+worker_class = "gthread"
+workers = _CONFIG.web_concurrency
+threads = _CONFIG.web_threads
+# A request taking longer than this has its worker killed and restarted: the longest route
+# (a statement month, a reconciliation) stays well under it.
+timeout = 30
+# On SIGTERM, in-flight requests get this long to finish; the supervisor and the container's
+# stop_grace_period wait a little longer than this before SIGKILL.
+graceful_timeout = 20
+# An idle keep-alive connection waits in gthread's poller, not in a thread, so a client's
+# next request can reuse it at little cost (gunicorn's default is 2 s).
+keepalive = 5
+# Every request is already logged as one JSON line (walletsite.middleware) with its request
+# id, so gunicorn's own access log would only repeat it in another format.
+accesslog = None
+errorlog = "-"
+loglevel = _CONFIG.log_level.lower()
+
+
+class JsonLogger(Logger):
+    """gunicorn's own lines (start, worker boots, signals) as the same JSON lines as the
+    application's, so one log pipeline reads both."""
+
+    def setup(self, cfg) -> None:
+        super().setup(cfg)
+        from walletsite.logs import JsonFormatter
+
+        for handler in self.error_log.handlers:
+            handler.setFormatter(JsonFormatter())
+
+
+logger_class = JsonLogger
+# gunicorn's control socket defaults to one path per user ($HOME/.gunicorn/gunicorn.ctl),
+# which two servers of one user (a test run beside `make run`) would fight over.
+control_socket_disable = True
+proc_name = "wallet-web"
+
+
+def _multiproc_dir() -> Path:
+    return Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+
+
+def on_starting(server) -> None:
+    """Before any worker starts: an empty metrics directory, since files left by processes of
+    an earlier run would be counted forever."""
+    directory = _multiproc_dir()
+    if directory.exists():
+        for child in directory.iterdir():
+            if child.is_dir():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+    directory.mkdir(parents=True, exist_ok=True)
+
+
+def child_exit(server, worker) -> None:
+    """A worker exited: its live gauges stop counting (its counters stay, as Prometheus
+    expects counters to)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
