@@ -7,7 +7,7 @@ import logging
 
 from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
@@ -48,6 +48,7 @@ class PaymentAttemptOut(serializers.Serializer):
     )
 
 
+@extend_schema_field({"type": "integer", "minimum": 1})
 class GatewayAmountField(serializers.Field):
     """A JSON integer above zero. Not capped at the per-transaction maximum, unlike an
     amount a client asks for: a gateway that reports more than the attempt is an amount
@@ -160,7 +161,7 @@ class GatewayWebhookViewSet(GenericViewSet):
         operation_id="webhooks_gateway",
         summary="The payment gateway's signed webhook",
         description=(
-            "Signed with `Gateway-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, \"<t>.<raw body>\")>`; "
+            'Signed with `Gateway-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>`; '
             "several v1 values are accepted (secret rotation). The signature is checked on the raw body before "
             "anything is parsed. Each event id is processed once; a payment is credited once, however many "
             "events report it."

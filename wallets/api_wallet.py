@@ -11,7 +11,7 @@ from rest_framework.viewsets import GenericViewSet
 
 from ledger.models import Transaction
 from ledger.selectors import HistoryFilter
-from wallets.history import wallet_history, wallet_transaction
+from wallets.history import HISTORY_STATUSES, wallet_history, wallet_transaction
 from wallets.models import Wallet
 from wallets.money import money_response
 from wallets.services import wallet_balances
@@ -61,7 +61,7 @@ class HistoryItemOut(serializers.Serializer):
     amount = serializers.IntegerField(min_value=1, help_text="Minor units, always positive; see direction")
     currency = serializers.CharField()
     balance_after = serializers.IntegerField(help_text="The wallet's posted balance right after this entry")
-    status = serializers.ChoiceField(choices=[("posted", "posted"), ("pending", "pending"), ("reversed", "reversed")])
+    status = serializers.ChoiceField(choices=HISTORY_STATUSES)
     counterparty = CounterpartyOut(allow_null=True)
     note = serializers.CharField(allow_blank=True)
     created_at = serializers.DateTimeField()

@@ -14,6 +14,8 @@ from walletsite.errors import InvalidCursor, TransactionNotFound
 # A cursor is the last entry id of a page, bound to the wallet's account and signed with the
 # service's secret: a client can neither forge one nor replay one against another wallet.
 _CURSOR_SALT = "wallets.history.cursor.v1"
+# A history item's status: posted entries now; pending and reversed holds come with withdrawals.
+HISTORY_STATUSES = [("posted", "posted"), ("pending", "pending"), ("reversed", "reversed")]
 
 
 @dataclass(frozen=True)

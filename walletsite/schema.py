@@ -4,6 +4,7 @@ answer with, under the media type it is really sent with."""
 
 from __future__ import annotations
 
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
@@ -55,3 +56,13 @@ def problems(*codes: str) -> dict:
         )
         for status, group in sorted(by_status.items())
     }
+
+
+class AccessTokenScheme(OpenApiAuthenticationExtension):
+    """Documents accounts.authentication.AccessTokenAuthentication as a bearer JWT."""
+
+    target_class = "accounts.authentication.AccessTokenAuthentication"
+    name = "bearerAuth"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}

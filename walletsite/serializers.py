@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.core.validators import RegexValidator
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 
@@ -21,6 +22,7 @@ class StrictSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
+@extend_schema_field({"type": "integer", "minimum": 1, "description": "Minor units (paise for INR)"})
 class AmountField(serializers.Field):
     """A positive integer count of minor units, at most MAX_TRANSACTION_AMOUNT.
 

@@ -165,7 +165,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
-    "ENUM_NAME_OVERRIDES": {},
+    # Several models have a `status`; each choice set gets its own component name.
+    "ENUM_NAME_OVERRIDES": {
+        "WalletStatusEnum": "wallets.models.Wallet.Status",
+        "PaymentStatusEnum": "wallets.models.PaymentAttempt.Status",
+        "HistoryStatusEnum": "wallets.history.HISTORY_STATUSES",
+    },
 }
 
 # The money rules that are settings, not code.
