@@ -13,21 +13,30 @@ from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 
 from accounts.tokens import session_login, session_logout, session_logout_refresh, session_refresh
-from walletsite.schema import problems
+from walletsite.schema import AUTHENTICATED, problems
 from walletsite.serializers import EmailStringField, StrictSerializer, StringField
+
+# What any route that reads a JSON body can answer before the view runs.
+BODY_ERRORS = ("validation_failed", "unsupported_media_type", "payload_too_large")
 
 
 class LoginIn(StrictSerializer):
+    """Email (any case) and password."""
+
     email = EmailStringField(max_length=254)
     # Not trimmed: spaces are part of a password.
     password = StringField(max_length=128, trim_whitespace=False)
 
 
 class RefreshIn(StrictSerializer):
+    """The current refresh token of a login; it is used up by this call."""
+
     refresh_token = StringField(max_length=4096)
 
 
 class LogoutIn(StrictSerializer):
+    """Empty, `{}`, or a refresh token of the caller's whose login is to end as well."""
+
     refresh_token = StringField(
         max_length=4096,
         required=False,
@@ -73,7 +82,10 @@ class AuthViewSet(ActionOptionsMixin, viewsets.GenericViewSet):
     @extend_schema(
         operation_id="auth_login",
         request=LoginIn,
-        responses={200: TokenPairOut, **problems("validation_failed", "invalid_credentials", "rate_limited")},
+        responses={
+            200: TokenPairOut,
+            **problems(*BODY_ERRORS, "invalid_credentials"),
+        },
         auth=[],
     )
     @action(
@@ -92,7 +104,10 @@ class AuthViewSet(ActionOptionsMixin, viewsets.GenericViewSet):
     @extend_schema(
         operation_id="auth_refresh",
         request=RefreshIn,
-        responses={200: TokenPairOut, **problems("validation_failed", "invalid_refresh_token", "rate_limited")},
+        responses={
+            200: TokenPairOut,
+            **problems(*BODY_ERRORS, "invalid_refresh_token"),
+        },
         auth=[],
     )
     @action(
@@ -114,7 +129,11 @@ class AuthViewSet(ActionOptionsMixin, viewsets.GenericViewSet):
         request=LogoutIn,
         responses={
             204: OpenApiResponse(description="Logged out"),
-            **problems("validation_failed", "authentication_required", "invalid_token", "invalid_refresh_token"),
+            **problems(
+                *AUTHENTICATED,
+                *BODY_ERRORS,
+                "invalid_refresh_token",
+            ),
         },
     )
     @action(detail=False, methods=["post"], url_path="logout", permission_classes=[IsAuthenticated])

@@ -9,16 +9,19 @@ from rest_framework.decorators import action
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 
-from accounts.api import ActionOptionsMixin
+from accounts.api import BODY_ERRORS, ActionOptionsMixin
 from accounts.models import User
 from wallets.models import Wallet
 from wallets.registration import MAX_PASSWORD_LENGTH, user_register
 from wallets.serializers import UserWalletOut
-from walletsite.schema import problems
+from walletsite.schema import AUTHENTICATED, problems
 from walletsite.serializers import EmailStringField, StrictSerializer, StringField
 
 
 class RegisterIn(StrictSerializer):
+    """A new customer, or a merchant (`role: merchant` with `business_name`). Staff are
+    never registered over HTTP."""
+
     email = EmailStringField(max_length=254)
     # Not trimmed: spaces are part of a password. Length 8-128 (the minimum is Django's
     # password validator, checked again by the service).
@@ -51,7 +54,10 @@ class RegistrationViewSet(ActionOptionsMixin, viewsets.GenericViewSet):
     @extend_schema(
         operation_id="auth_register",
         request=RegisterIn,
-        responses={201: UserWalletOut, **problems("validation_failed", "email_taken", "rate_limited")},
+        responses={
+            201: UserWalletOut,
+            **problems(*BODY_ERRORS, "email_taken"),
+        },
         auth=[],
     )
     @action(
@@ -75,7 +81,7 @@ class MeViewSet(viewsets.GenericViewSet):
     @extend_schema(
         operation_id="me",
         request=None,
-        responses={200: UserWalletOut, **problems("authentication_required", "invalid_token")},
+        responses={200: UserWalletOut, **problems(*AUTHENTICATED)},
     )
     def me(self, request):
         wallet = Wallet.objects.select_related("account").filter(user_id=request.user.id).first()
