@@ -1,6 +1,7 @@
 """Routes. The JSON API lives under /api/v1 (walletsite.api); the rest are the admin,
 operations endpoints, the API docs and the sandbox gateway."""
 
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
@@ -28,6 +29,11 @@ urlpatterns = [
     ),
     re_path(r"^static/(?P<path>.+)$", ops.static, name="static"),
 ]
+
+# The sandbox gateway exists only in sandbox mode: with GATEWAY_SANDBOX off its routes are
+# not there at all (404), so no production request can fake a payment.
+if settings.WALLET["GATEWAY_SANDBOX"]:
+    urlpatterns.append(path("sandbox/", include("wallets.sandbox")))
 
 handler400 = "walletsite.errors.handler400"
 handler403 = "walletsite.errors.handler403"
