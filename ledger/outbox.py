@@ -9,7 +9,8 @@ its lease expires, so every consumer deduplicates by event id.
 Workers claim events with `FOR UPDATE SKIP LOCKED`, so any number of them share the queue and
 no two claim the same event; a claim is a lease (leased_until) that another worker may take
 over once it expires, which is how the events of a crashed worker get delivered. Times come
-from the database's clock, the one clock every worker shares.
+from the database's clock, the one clock every worker shares: statement_timestamp(), which
+is also what Django's Now() is on PostgreSQL (now() would be the start of the transaction).
 """
 
 from __future__ import annotations
@@ -36,14 +37,14 @@ _TABLE = OutboxEvent._meta.db_table
 # leases them; both in one statement, committed at once.
 _CLAIM_SQL = f"""
 UPDATE {_TABLE}
-   SET leased_until = now() + make_interval(secs => %s),
+   SET leased_until = statement_timestamp() + make_interval(secs => %s),
        attempts = attempts + 1
  WHERE id IN (
        SELECT id
          FROM {_TABLE}
         WHERE delivered_at IS NULL
-          AND available_at <= now()
-          AND (leased_until IS NULL OR leased_until < now())
+          AND available_at <= statement_timestamp()
+          AND (leased_until IS NULL OR leased_until < statement_timestamp())
         ORDER BY id
         LIMIT %s
           FOR UPDATE SKIP LOCKED)
