@@ -11,7 +11,6 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
-from rest_framework.viewsets import GenericViewSet
 
 from ledger.posting import MAX_BALANCE
 from wallets.api_wallet import caller_wallet
@@ -28,15 +27,20 @@ from wallets.topups import (
 from walletsite.errors import ValidationFailed
 from walletsite.schema import AUTHENTICATED, IDEMPOTENCY_HEADER, problems
 from walletsite.serializers import AmountField, StrictSerializer, StringField
+from walletsite.views import ApiViewSet
 
 logger = logging.getLogger("wallets.api_topups")
 
 
 class AddMoneyIn(StrictSerializer):
+    """How much to add to the caller's wallet."""
+
     amount = AmountField(help_text="Minor units to add: a positive integer up to the per-transaction maximum")
 
 
 class PaymentAttemptOut(serializers.Serializer):
+    """A payment attempt: one add-money, credited once when the gateway reports success."""
+
     payment_id = serializers.UUIDField()
     status = serializers.ChoiceField(choices=PaymentAttempt.Status.choices)
     amount = serializers.IntegerField(help_text="Minor units")
@@ -66,6 +70,8 @@ class GatewayAmountField(serializers.Field):
 
 
 class GatewayEventDataIn(StrictSerializer):
+    """The payment an event reports on, as the gateway saw it."""
+
     payment_id = StringField(max_length=255, help_text="The payment_id add-money returned")
     amount = GatewayAmountField(help_text="Minor units the gateway took")
     currency = serializers.RegexField(r"^[A-Z]{3}\Z", help_text="ISO 4217")
@@ -73,12 +79,16 @@ class GatewayEventDataIn(StrictSerializer):
 
 
 class GatewayEventIn(StrictSerializer):
+    """A gateway webhook event. Unknown fields are refused, like any request's."""
+
     id = StringField(max_length=255, help_text="The event id; a redelivery carries the same one")
     type = serializers.ChoiceField(choices=EVENT_TYPES)
     data = GatewayEventDataIn()
 
 
 class GatewayWebhookOut(serializers.Serializer):
+    """The acknowledgement of an event: the gateway stops retrying it."""
+
     received = serializers.BooleanField()
     result = serializers.ChoiceField(
         choices=["credited", "already_credited", "failed", "flagged", "ignored", "duplicate"],
@@ -92,7 +102,7 @@ class GatewayWebhookOut(serializers.Serializer):
     status = serializers.ChoiceField(choices=PaymentAttempt.Status.choices, allow_null=True, required=False)
 
 
-class TopupViewSet(GenericViewSet):
+class TopupViewSet(ApiViewSet):
     @extend_schema(
         operation_id="wallet_add_money",
         summary="Start adding money through the payment gateway",
@@ -151,7 +161,7 @@ def _event_from_body(raw: bytes) -> dict:
     return event.validated_data
 
 
-class GatewayWebhookViewSet(GenericViewSet):
+class GatewayWebhookViewSet(ApiViewSet):
     # The gateway authenticates by signature, not by a bearer token or a session (so CSRF,
     # which protects ambient session credentials, has nothing to protect here).
     authentication_classes = []

@@ -113,6 +113,8 @@ def checkout_page(request, payment_id: str):
 
 
 class CompleteIn(StrictSerializer):
+    """How the sandbox checkout ends."""
+
     outcome = serializers.ChoiceField(choices=sorted(OUTCOMES), help_text="How the checkout ends")
 
 
@@ -122,6 +124,8 @@ class WebhookAnswerOut(serializers.Serializer):
 
 
 class CompleteOut(serializers.Serializer):
+    """The event the sandbox gateway delivered and what the webhook answered."""
+
     payment_id = serializers.UUIDField()
     outcome = serializers.ChoiceField(choices=sorted(OUTCOMES))
     event = serializers.JSONField(help_text="The event delivered: {id, type, data}")
