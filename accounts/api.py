@@ -7,7 +7,7 @@ accounts.tokens, render the result.
 from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import serializers, status, viewsets
+from rest_framework import serializers, status
 from rest_framework.decorators import action
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
@@ -15,6 +15,7 @@ from rest_framework.response import Response
 from accounts.tokens import session_login, session_logout, session_logout_refresh, session_refresh
 from walletsite.schema import AUTHENTICATED, problems
 from walletsite.serializers import EmailStringField, StrictSerializer, StringField
+from walletsite.views import ApiViewSet
 
 # What any route that reads a JSON body can answer before the view runs.
 BODY_ERRORS = ("validation_failed", "unsupported_media_type", "payload_too_large")
@@ -76,7 +77,7 @@ class ActionOptionsMixin:
         return super().get_permissions() if classes is None else [cls() for cls in classes]
 
 
-class AuthViewSet(ActionOptionsMixin, viewsets.GenericViewSet):
+class AuthViewSet(ActionOptionsMixin, ApiViewSet):
     """Login sessions as token families (see accounts.tokens)."""
 
     @extend_schema(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.validators import RegexValidator
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers, status, viewsets
+from rest_framework import serializers, status
 from rest_framework.decorators import action
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
@@ -16,6 +16,7 @@ from wallets.registration import MAX_PASSWORD_LENGTH, user_register
 from wallets.serializers import UserWalletOut
 from walletsite.schema import AUTHENTICATED, problems
 from walletsite.serializers import EmailStringField, StrictSerializer, StringField
+from walletsite.views import ApiViewSet
 
 
 class RegisterIn(StrictSerializer):
@@ -50,7 +51,7 @@ class RegisterIn(StrictSerializer):
         return attrs
 
 
-class RegistrationViewSet(ActionOptionsMixin, viewsets.GenericViewSet):
+class RegistrationViewSet(ActionOptionsMixin, ApiViewSet):
     @extend_schema(
         operation_id="auth_register",
         request=RegisterIn,
@@ -75,7 +76,7 @@ class RegistrationViewSet(ActionOptionsMixin, viewsets.GenericViewSet):
         return Response(UserWalletOut({"user": user, "wallet": wallet}).data, status=status.HTTP_201_CREATED)
 
 
-class MeViewSet(viewsets.GenericViewSet):
+class MeViewSet(ApiViewSet):
     permission_classes = [IsAuthenticated]
 
     @extend_schema(

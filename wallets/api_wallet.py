@@ -7,7 +7,6 @@ import uuid
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
-from rest_framework.viewsets import GenericViewSet
 
 from ledger.models import Transaction
 from ledger.selectors import HistoryFilter
@@ -19,6 +18,7 @@ from wallets.transfers import transfer_create, transfer_response
 from walletsite.errors import Forbidden, TransactionNotFound
 from walletsite.schema import AUTHENTICATED, IDEMPOTENCY_HEADER, problems
 from walletsite.serializers import AmountField, PinField, StrictSerializer, StringField
+from walletsite.views import ApiViewSet
 
 
 def caller_wallet(request) -> Wallet:
@@ -148,7 +148,7 @@ def history_response(request) -> Response:
     return Response(page.as_dict())
 
 
-class WalletViewSet(GenericViewSet):
+class WalletViewSet(ApiViewSet):
     @extend_schema(operation_id="wallet_get", responses={200: WalletOut, **problems(*AUTHENTICATED, "forbidden")})
     def retrieve(self, request):
         wallet = caller_wallet(request)
@@ -221,7 +221,7 @@ class WalletViewSet(GenericViewSet):
         return history_response(request)
 
 
-class TransactionViewSet(GenericViewSet):
+class TransactionViewSet(ApiViewSet):
     @extend_schema(
         operation_id="transactions_list",
         parameters=HISTORY_PARAMETERS,
