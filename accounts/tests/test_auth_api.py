@@ -530,3 +530,12 @@ def test_token_of_a_deactivated_user_is_invalid_token(api, user):
 
     # when / then
     _assert_problem(_me(api, access), 401, "invalid_token")
+
+
+@pytest.mark.parametrize("path", ["/api/v1/auth/login", "/api/v1/auth/refresh", "/api/v1/auth/logout"])
+def test_auth_routes_take_only_post(api, path):
+    # when
+    response = api.get(path)
+
+    # then
+    _assert_problem(response, 405, "method_not_allowed")

@@ -112,3 +112,12 @@ def test_me_takes_only_get(api):
     # then
     assert response.status_code == 405
     assert response.json()["code"] == "method_not_allowed"
+
+
+def test_wrong_method_is_405_even_without_a_token(api):
+    # when
+    response = api.delete("/api/v1/me")
+
+    # then
+    assert response.status_code == 405
+    assert response.json()["code"] == "method_not_allowed"
