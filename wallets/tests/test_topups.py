@@ -265,3 +265,41 @@ def test_expired_attempt_shows_no_checkout_url(api, customer):
     # then
     assert response.json()["status"] == "expired"
     assert response.json()["checkout_url"] is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_expiry_skips_an_attempt_a_webhook_holds_locked():
+    # given: two overdue attempts, one row locked by another connection (a webhook deciding it)
+    import threading
+
+    from django.db import connection, transaction
+
+    _, wallet = register_user()
+    held = payment_attempt_create(wallet=wallet, amount=100)
+    free = payment_attempt_create(wallet=wallet, amount=100)
+    locked, release = threading.Event(), threading.Event()
+
+    def webhook_holding_the_row():
+        try:
+            with transaction.atomic():
+                PaymentAttempt.objects.select_for_update().get(id=held.id)
+                locked.set()
+                release.wait(timeout=10)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=webhook_holding_the_row)
+    holder.start()
+    assert locked.wait(timeout=10)
+    try:
+        # when: the job runs without waiting for the lock
+        expired = payment_attempts_expire(now=timezone.now() + timedelta(days=8))
+    finally:
+        release.set()
+        holder.join(timeout=10)
+    # then
+    assert expired == 1
+    statuses = dict(PaymentAttempt.objects.values_list("id", "status"))
+    assert statuses == {held.id: "pending", free.id: "expired"}
+    # The next run expires the skipped one.
+    assert payment_attempts_expire(now=timezone.now() + timedelta(days=8)) == 1
