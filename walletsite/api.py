@@ -4,6 +4,7 @@ explicitly so that each path reads exactly as the contract spells it."""
 from django.urls import path
 
 from accounts.api import AuthViewSet
+from wallets.api_admin import AdminViewSet
 from wallets.api_auth import MeViewSet, RegistrationViewSet
 from wallets.api_topups import GatewayWebhookViewSet, TopupViewSet
 from wallets.api_wallet import TransactionViewSet, WalletViewSet
@@ -23,4 +24,11 @@ urlpatterns = [
     path("webhooks/gateway", GatewayWebhookViewSet.as_view({"post": "gateway"}), name="webhooks-gateway"),
     path("transactions", TransactionViewSet.as_view({"get": "list"}), name="transactions"),
     path("transactions/<str:transaction_id>", TransactionViewSet.as_view({"get": "retrieve"}), name="transaction"),
+    path("admin/reconciliation", AdminViewSet.as_view({"get": "reconciliation"}), name="admin-reconciliation"),
+    path("admin/wallets/<str:wallet_id>/freeze", AdminViewSet.as_view({"post": "freeze"}), name="admin-wallet-freeze"),
+    path(
+        "admin/wallets/<str:wallet_id>/unfreeze",
+        AdminViewSet.as_view({"post": "unfreeze"}),
+        name="admin-wallet-unfreeze",
+    ),
 ]
