@@ -28,7 +28,7 @@ def _api_routes() -> set[tuple[str, str]]:
                     continue
                 actions = getattr(entry.callback, "actions", None) or {}
                 path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", route)
-                for method in actions:
+                for method in set(actions) - {"head"}:
                     found.add((path, method))
 
     walk(get_resolver().url_patterns)
