@@ -1,0 +1,396 @@
+"""The background worker: outbox delivery (retries, crashed workers, stopping mid-batch), the
+periodic jobs, a database outage, and `manage.py run_worker` stopping on SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import timedelta
+from urllib.parse import quote
+
+import pytest
+from django.conf import settings
+from django.db import connection, connections, transaction
+from django.db.backends.postgresql.base import DatabaseWrapper
+from django.utils import timezone
+from prometheus_client import REGISTRY
+
+from ledger.models import OutboxEvent, ReconciliationRun
+from ledger.outbox import outbox_claim, outbox_emit
+from wallets import events
+from wallets.models import PaymentAttempt
+from wallets.tests.factories import register_user
+from wallets.worker import PeriodicJob, Worker, _lazy, _lock_key, default_jobs
+
+ROOT = settings.BASE_DIR
+
+
+def _sample(name: str, **labels) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def _emit(type: str, n: int = 1) -> list[OutboxEvent]:
+    with transaction.atomic():
+        return [outbox_emit(type=type, payload={"n": i, "amount": 100}) for i in range(n)]
+
+
+@pytest.fixture
+def handlers():
+    """Register handlers for a test; they are removed afterwards."""
+    added: list[tuple[str, events.Handler]] = []
+
+    def register(event_type: str, handler: events.Handler) -> None:
+        events.handler_register(event_type=event_type, handler=handler)
+        added.append((event_type, handler))
+
+    yield register
+    for event_type, handler in added:
+        events.handler_unregister(event_type=event_type, handler=handler)
+
+
+def _delivered_lines(caplog) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "wallets.events" and r.getMessage() == "event delivered"]
+
+
+# -- delivery -------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_an_event_is_delivered_logged_and_counted(caplog):
+    # given
+    caplog.set_level(logging.INFO)
+    (event,) = _emit("test.delivered")
+    before = _sample("wallet_outbox_delivered_total", type="test.delivered")
+    # when
+    Worker(jobs=[]).run_once()
+    # then
+    event.refresh_from_db()
+    assert event.delivered_at is not None and event.attempts == 1
+    (line,) = _delivered_lines(caplog)
+    assert line.event_id == event.id and line.event_type == "test.delivered"
+    # the payload (amounts, wallets) stays out of the log
+    assert not hasattr(line, "payload") and "amount" not in line.getMessage()
+    assert _sample("wallet_outbox_delivered_total", type="test.delivered") == before + 1
+
+
+@pytest.mark.django_db
+def test_a_failing_handler_makes_the_event_retry_later(caplog, handlers):
+    # given: a consumer that is down the first time
+    caplog.set_level(logging.INFO)
+    calls: list[int] = []
+
+    def flaky(event: OutboxEvent) -> None:
+        calls.append(event.id)
+        if len(calls) == 1:
+            raise ConnectionError("merchant endpoint refused the connection")
+
+    handlers("test.flaky", flaky)
+    (event,) = _emit("test.flaky")
+    failures_before = _sample("wallet_outbox_failures_total", type="test.flaky")
+    worker = Worker(jobs=[])
+    # when
+    worker.run_once()
+    # then: not delivered, offered again only after the backoff
+    event.refresh_from_db()
+    assert event.delivered_at is None and event.leased_until is None
+    assert event.attempts == 1
+    assert event.last_error == "ConnectionError: merchant endpoint refused the connection"
+    assert event.available_at > timezone.now() + timedelta(seconds=3)
+    assert _sample("wallet_outbox_failures_total", type="test.flaky") == failures_before + 1
+    assert _delivered_lines(caplog) == []
+    worker.run_once()
+    assert calls == [event.id]
+    # when: the backoff has passed
+    OutboxEvent.objects.filter(id=event.id).update(available_at=timezone.now() - timedelta(seconds=1))
+    worker.run_once()
+    # then
+    event.refresh_from_db()
+    assert event.delivered_at is not None and event.attempts == 2
+    assert calls == [event.id, event.id]
+    assert len(_delivered_lines(caplog)) == 1
+
+
+@pytest.mark.django_db
+def test_type_handlers_run_before_the_log_for_every_event(handlers):
+    # given
+    order: list[str] = []
+    handlers("test.ordered", lambda event: order.append("specific"))
+    handlers(events.ALL_EVENTS, lambda event: order.append("all"))
+    (event,) = _emit("test.ordered")
+    # when
+    handlers_run = events.handlers_of("test.ordered")
+    for handler in handlers_run:
+        handler(event)
+    # then: the specific one first, the built-in log line before the test's catch-all
+    assert order == ["specific", "all"]
+    assert handlers_run[1] is events.event_log_delivered
+
+
+@pytest.mark.django_db
+def test_a_crashed_workers_event_is_delivered_after_its_lease(caplog):
+    # given: a worker claimed the event and died before delivering it
+    caplog.set_level(logging.INFO)
+    (event,) = _emit("test.crash")
+    outbox_claim(limit=10, lease_seconds=60)
+    worker = Worker(jobs=[])
+    worker.run_once()
+    event.refresh_from_db()
+    assert event.delivered_at is None
+    # when: the lease runs out
+    OutboxEvent.objects.filter(id=event.id).update(leased_until=timezone.now() - timedelta(seconds=1))
+    worker.run_once()
+    # then
+    event.refresh_from_db()
+    assert event.delivered_at is not None and event.attempts == 2
+
+
+@pytest.mark.django_db
+def test_stopping_mid_batch_hands_back_the_events_not_started():
+    # given
+    emitted = _emit("test.stop", n=3)
+    delivered: list[int] = []
+
+    def deliver(event: OutboxEvent) -> None:
+        delivered.append(event.id)
+        worker.request_stop()  # SIGTERM arrives while the first event is being delivered
+
+    worker = Worker(jobs=[], deliver=deliver)
+    # when
+    worker.run_once()
+    # then: the first finished, the other two are free for the next worker at once
+    assert delivered == [emitted[0].id]
+    rows = {e.id: e for e in OutboxEvent.objects.all()}
+    assert rows[emitted[0].id].delivered_at is not None
+    for event in emitted[1:]:
+        assert rows[event.id].delivered_at is None
+        assert rows[event.id].leased_until is None and rows[event.id].attempts == 0
+
+
+@pytest.mark.django_db
+def test_run_once_delivers_more_than_one_batch():
+    # given
+    _emit("test.many", n=12)
+    # when
+    Worker(jobs=[], batch_size=5).run_once()
+    # then
+    assert not OutboxEvent.objects.filter(delivered_at__isnull=True).exists()
+
+
+# -- periodic jobs --------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_expiry_job_expires_pending_attempts_past_their_time():
+    # given
+    _, wallet = register_user()
+    due = PaymentAttempt.objects.create(
+        wallet=wallet, amount=500, currency="INR", expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    fresh = PaymentAttempt.objects.create(
+        wallet=wallet, amount=500, currency="INR", expires_at=timezone.now() + timedelta(minutes=5)
+    )
+    worker = Worker()
+    # when
+    worker.run_due_jobs(force=True)
+    # then
+    due.refresh_from_db()
+    fresh.refresh_from_db()
+    assert (due.status, fresh.status) == ("expired", "pending")
+
+
+@pytest.mark.django_db
+def test_reconciliation_job_records_a_run_by_the_worker():
+    # when
+    Worker().run_due_jobs(force=True)
+    # then
+    run = ReconciliationRun.objects.get()
+    assert run.triggered_by == "system:worker"
+    assert run.ok is True
+    assert _sample("wallet_reconciliation_mismatches") == 0
+
+
+@pytest.mark.django_db
+def test_reconciliation_job_reports_a_broken_ledger(caplog):
+    # given: a cached balance that no longer matches its entries
+    caplog.set_level(logging.INFO)
+    _, wallet = register_user()
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE ledger_account SET balance = balance + 7 WHERE id = %s", [wallet.account_id])
+    runs_before = _sample("wallet_reconciliation_runs_total", result="mismatch")
+    reconciliation = next(job for job in default_jobs() if job.name == "reconciliation")
+    # when
+    result = Worker(jobs=[reconciliation]).run_job(reconciliation)
+    # then
+    assert result == "ok"  # the job ran; what it found is in the run, the metric and the log
+    run = ReconciliationRun.objects.get()
+    assert run.ok is False
+    assert _sample("wallet_reconciliation_mismatches") > 0
+    assert _sample("wallet_reconciliation_runs_total", result="mismatch") == runs_before + 1
+    assert any(r.levelno == logging.ERROR and r.name == "ledger.reconciliation" for r in caplog.records)
+
+
+@pytest.mark.django_db
+def test_a_job_whose_code_is_missing_is_logged_and_the_worker_goes_on(caplog):
+    # given
+    caplog.set_level(logging.INFO)
+    missing = PeriodicJob("missing", 60, lambda: _lazy("wallets.no_such_module", "job")())
+    ran: list[str] = []
+    after = PeriodicJob("after", 60, lambda: ran.append("after"))
+    (event,) = _emit("test.with_missing_job")
+    worker = Worker(jobs=[missing, after])
+    # when
+    worker.run_once()
+    # then
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR and r.name == "wallets.worker"]
+    assert [r.job for r in errors] == ["missing"]
+    assert "wallets.no_such_module" in errors[0].error
+    assert ran == ["after"]
+    event.refresh_from_db()
+    assert event.delivered_at is not None
+    assert _sample("wallet_worker_job_runs_total", job="missing", result="unavailable") >= 1
+
+
+@pytest.mark.django_db
+def test_a_failing_job_is_logged_and_the_next_one_runs(caplog):
+    # given
+    def broken() -> None:
+        raise ValueError("bad data")
+
+    ran: list[str] = []
+    worker = Worker(jobs=[PeriodicJob("broken", 60, broken), PeriodicJob("next", 60, lambda: ran.append("next"))])
+    # when
+    results = [worker.run_job(job) for job in worker.jobs]
+    # then
+    assert results == ["error", "ok"]
+    assert ran == ["next"]
+    (line,) = [r for r in caplog.records if r.getMessage() == "periodic job failed"]
+    assert line.job == "broken" and line.exc_info is not None
+
+
+@pytest.mark.django_db
+def test_jobs_run_when_due_and_not_before():
+    # given
+    ran: list[str] = []
+    job = PeriodicJob("counted", 300, lambda: ran.append("counted"))
+    worker = Worker(jobs=[job])
+    # when / then: due at start
+    assert worker.run_due_jobs() == ["counted"]
+    # not again within its interval
+    assert worker.run_due_jobs() == []
+    # again once the interval has passed
+    assert worker.run_due_jobs(now=time.monotonic() + 301) == ["counted"]
+    assert ran == ["counted", "counted"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_another_worker_is_running_is_skipped():
+    # given: another worker's connection holds the job's advisory lock
+    ran: list[str] = []
+    job = PeriodicJob("exclusive", 60, lambda: ran.append("exclusive"))
+    held = threading.Event()
+    release = threading.Event()
+
+    def other_worker() -> None:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_lock(%s)", [_lock_key("exclusive")])
+                held.set()
+                release.wait(10)
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [_lock_key("exclusive")])
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=other_worker)
+    thread.start()
+    assert held.wait(10)
+    worker = Worker(jobs=[job])
+    try:
+        # when
+        result = worker.run_job(job)
+    finally:
+        release.set()
+        thread.join(10)
+    # then
+    assert result == "skipped" and ran == []
+    # and once the other is done, it runs (and releases the lock after itself)
+    assert worker.run_job(job) == "ok" and ran == ["exclusive"]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted")
+        assert cursor.fetchone()[0] == 0
+
+
+# -- the loop -------------------------------------------------------------------------------
+
+
+def test_the_loop_survives_a_database_outage_and_stops_on_request(caplog, tmp_path, django_db_blocker):
+    # given: a database that does not answer (a real connection attempt to a socket nobody
+    # listens on), for this thread
+    caplog.set_level(logging.INFO)
+    real = connections["default"]
+    broken_settings = {**real.settings_dict, "HOST": str(tmp_path), "PORT": "5999"}
+    broken_settings["OPTIONS"] = {**broken_settings["OPTIONS"], "pool": {"min_size": 1, "max_size": 2, "timeout": 0.5}}
+    broken = DatabaseWrapper(broken_settings, alias="worker_unreachable")
+    connections["default"] = broken
+    worker = Worker(jobs=[])
+    stopper = threading.Timer(2.5, worker.request_stop)
+    stopper.start()
+    try:
+        # when
+        started = time.monotonic()
+        with django_db_blocker.unblock():
+            worker.run()
+        elapsed = time.monotonic() - started
+    finally:
+        stopper.cancel()
+        connections["default"] = real
+        broken.close_pool()
+    # then: it kept retrying, with backoff, and stopped when asked
+    outages = [r for r in caplog.records if r.getMessage() == "database unavailable; the worker retries"]
+    assert len(outages) >= 2
+    assert [r.retry_in_seconds for r in outages[:2]] == [1, 2]
+    assert elapsed < 5
+    assert caplog.records[-1].getMessage() == "worker stopped"
+
+
+def _test_database_url() -> str:
+    db = connection.settings_dict
+    return f"postgresql://{db['USER']}@localhost:{db['PORT']}/{db['NAME']}?host={quote(db['HOST'])}"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_run_worker_delivers_and_exits_0_on_sigterm():
+    # given: the command running against the test database
+    env = {**os.environ, "DATABASE_URL": _test_database_url(), "PYTHONUNBUFFERED": "1"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "run_worker"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        (event,) = _emit("test.subprocess")
+        # when: it delivers the event
+        deadline = time.monotonic() + 30
+        while not OutboxEvent.objects.filter(id=event.id, delivered_at__isnull=False).exists():
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, "the worker did not deliver the event"
+            time.sleep(0.1)
+        # and is asked to stop
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # then
+    assert proc.returncode == 0, output
+    assert '"message": "event delivered"' in output
+    assert output.rstrip().splitlines()[-1].find('"worker stopped"') != -1
