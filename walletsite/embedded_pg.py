@@ -231,4 +231,28 @@ def ensure_for_command(argv: list[str]) -> None:
         return  # settings will report it
     pgdata = data_dir / "pg"
     if ensure_running(pgdata):
-        atexit.register(stop, pgdata)
+        atexit.register(stop_if_unused, pgdata)
+
+
+def stop_if_unused(pgdata: Path) -> None:
+    """Stop the server unless another client is connected: a `make run` started while this
+    command ran has adopted the server and keeps using it."""
+    import psycopg
+    from django.db import connections
+
+    # This process's own connections (and its pool's) do not count.
+    for conn in connections.all(initialized_only=True):
+        conn.close()
+        if hasattr(conn, "close_pool"):
+            conn.close_pool()
+    sock = socket_dir(pgdata.resolve())
+    try:
+        with psycopg.connect(host=str(sock), port=PORT, user="postgres", dbname="postgres", autocommit=True) as conn:
+            (others,) = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+            ).fetchone()
+    except psycopg.OperationalError:
+        return
+    if others == 0:
+        stop(pgdata)
