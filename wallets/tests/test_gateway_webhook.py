@@ -533,3 +533,43 @@ def test_ten_concurrent_events_for_one_payment_credit_once():
     attempt.refresh_from_db()
     assert attempt.status == "succeeded" and not attempt.flagged_for_review
     assert_ledger_consistent()
+
+
+# --- the signature helpers on their own ----------------------------------------------------
+
+
+def test_signature_verify_returns_the_timestamp_and_takes_upper_case_hex():
+    # given
+    from wallets.gateway import signature_compute, signature_verify
+
+    body = b'{"id":"evt_1"}'
+    digest = signature_compute(secret="s" * 32, timestamp=1_700_000_000, body=body)
+    # when
+    timestamp = signature_verify(
+        header=f"t=1700000000, v1={digest.upper()}",
+        body=body,
+        secret="s" * 32,
+        tolerance_seconds=300,
+        now=1_700_000_100,
+    )
+    # then
+    assert timestamp == 1_700_000_000
+
+
+@pytest.mark.parametrize(("offset", "accepted"), [(-300, True), (300, True), (-301, False), (301, False)])
+def test_signature_verify_measures_the_tolerance_both_ways(offset, accepted):
+    # given
+    from wallets.gateway import signature_header, signature_verify
+    from walletsite.errors import InvalidSignature
+
+    body = b"{}"
+    header = signature_header(secrets="k" * 32, body=body, timestamp=1_700_000_000)
+    # when / then
+    verify = lambda: signature_verify(  # noqa: E731
+        header=header, body=body, secret="k" * 32, tolerance_seconds=300, now=1_700_000_000 - offset
+    )
+    if accepted:
+        assert verify() == 1_700_000_000
+    else:
+        with pytest.raises(InvalidSignature):
+            verify()
