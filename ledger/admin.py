@@ -27,6 +27,12 @@ from ledger.reconciliation import reconciliation_run
 # A changelist counts its rows up to this many, never more.
 CAPPED_COUNT = 10_000
 
+admin.site.site_header = "Wallet operations"
+admin.site.site_title = "Wallet admin"
+admin.site.index_title = "Operations"
+# The service has no public site to link to: "/" is not a page.
+admin.site.site_url = None
+
 
 class CappedPaginator(Paginator):
     """A paginator that never counts a whole table: it counts at most CAPPED_COUNT + 1 rows

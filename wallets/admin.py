@@ -124,9 +124,10 @@ class WalletAdmin(ReadOnlyAdmin):
             wallets = list(queryset.order_by("handle"))
             for wallet in wallets:
                 service(wallet_id=wallet.id, actor=request.user, reason=reason)
+            done = "Frozen" if action == "freeze" else "Unfrozen"
             self.message_user(
                 request,
-                f"{action.capitalize()}d {len(wallets)} wallet(s): {', '.join(w.handle for w in wallets[:20])}",
+                f"{done} {len(wallets)} wallet(s): {', '.join(w.handle for w in wallets[:20])}",
                 messages.SUCCESS,
             )
             return None

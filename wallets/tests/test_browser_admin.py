@@ -1,0 +1,165 @@
+"""End to end in a real headless Chromium: an operations staff member signs in to the admin,
+finds a wallet by its handle, freezes it with a reason, and the wallet is frozen in the
+database with an audit record. A second test runs a reconciliation from its page.
+
+Needs Debian's chromium and chromedriver (/usr/bin). Where they are missing the tests skip
+with the reason printed, unless REQUIRE_BROWSER is set (CI), where that is a failure.
+SAVE_SCREENSHOTS=1 also writes docs/screenshots/reconciliation.png (normal runs leave the
+repository untouched).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from accounts.services import staff_create
+from ledger.models import AuditLog, ReconciliationRun
+from wallets.models import Wallet
+from wallets.tests.factories import register_user
+from wallets.tests.money import fund
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+PASSWORD = "operations password 1"
+SCREENSHOT = Path(settings.BASE_DIR) / "docs" / "screenshots" / "reconciliation.png"
+WAIT_SECONDS = 15
+
+
+def _unavailable(reason: str):
+    if os.environ.get("REQUIRE_BROWSER"):
+        pytest.fail(f"REQUIRE_BROWSER is set but {reason}")
+    print(f"skipping the browser test: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def browser():
+    missing = [str(path) for path in (CHROMIUM, CHROMEDRIVER) if not path.exists()]
+    if missing:
+        _unavailable(f"{' and '.join(missing)} not installed (apt-get install chromium chromium-driver)")
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        _unavailable("selenium is not installed (requirements-dev.txt)")
+    profile = tempfile.mkdtemp(prefix="wallet-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1280,900",
+        f"--user-data-dir={profile}",
+    ):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def _wait_for(driver, css: str):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, WAIT_SECONDS).until(
+        expected_conditions.presence_of_element_located((By.CSS_SELECTOR, css))
+    )
+
+
+def _sign_in(driver, base_url: str, email: str) -> None:
+    driver.get(f"{base_url}/admin/login/?next=/admin/")
+    _wait_for(driver, "#id_username").send_keys(email)
+    driver.find_element("css selector", "#id_password").send_keys(PASSWORD)
+    driver.find_element("css selector", "#login-form [type=submit]").click()
+    _wait_for(driver, "#user-tools")
+
+
+def test_operations_freeze_a_wallet_found_by_handle(browser, live_server):
+    # given
+    staff_create(email="ops@example.com", role="operations", password=PASSWORD)
+    _, wallet = register_user(email="alice@example.com", name="alice")
+    register_user(email="bob@example.com", name="bob")
+    fund(wallet, 2500)
+    _sign_in(browser, live_server.url, "ops@example.com")
+
+    # when: search by handle, select the wallet, run the freeze action
+    browser.get(f"{live_server.url}/admin/wallets/wallet/")
+    search = _wait_for(browser, "#searchbar")
+    search.send_keys("alice@wallet")
+    browser.find_element("css selector", "#changelist-search [type=submit]").click()
+    checkbox = _wait_for(browser, f"input[name=_selected_action][value='{wallet.pk}']")
+    rows = browser.find_elements("css selector", "#result_list tbody tr")
+    assert len(rows) == 1 and "alice@wallet" in rows[0].text and "2500" in rows[0].text
+    checkbox.click()
+    from selenium.webdriver.support.ui import Select
+
+    Select(browser.find_element("css selector", "select[name=action]")).select_by_value("freeze")
+    browser.find_element("css selector", "button[name=index]").click()
+
+    # then: a confirmation page asks for the reason; confirming without one is refused
+    _wait_for(browser, "#confirm-freeze").click()
+    assert Wallet.objects.get(pk=wallet.pk).status == "active"
+    reason = _wait_for(browser, "#id_reason")
+    reason.send_keys("Chargeback investigation CB-77")
+    browser.find_element("css selector", "#confirm-freeze").click()
+    message = _wait_for(browser, "ul.messagelist li.success")
+
+    # then
+    assert "Frozen 1 wallet(s): alice@wallet" in message.text
+    frozen = Wallet.objects.get(pk=wallet.pk)
+    assert (frozen.status, frozen.status_reason) == ("frozen", "Chargeback investigation CB-77")
+    audit = AuditLog.objects.get(action="wallet.freeze", target=f"wallet:{wallet.pk}")
+    assert (audit.actor_label, audit.reason) == ("ops@example.com", "Chargeback investigation CB-77")
+
+
+def test_operations_run_reconciliation_from_its_page(browser, live_server):
+    # given: a few wallets with money, one clean run, then a balance that drifted
+    staff_create(email="ops@example.com", role="operations", password=PASSWORD)
+    wallets = [register_user(email=f"{n}@example.com", name=n)[1] for n in ("asha", "ravi", "meera", "kabir")]
+    for amount, wallet in zip((12500, 4000, 880, 150000), wallets, strict=True):
+        fund(wallet, amount)
+    _sign_in(browser, live_server.url, "ops@example.com")
+    browser.get(f"{live_server.url}/admin/ledger/reconciliationrun/run/")
+    _wait_for(browser, "#run-reconciliation [type=submit]").click()
+    assert "OK: the ledger reconciles" in _wait_for(browser, "#recon-result").text
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE ledger_account SET balance = balance + 500 WHERE id = %s", [wallets[1].account_id])
+
+    # when
+    _wait_for(browser, "#run-reconciliation [type=submit]").click()
+
+    # then
+    _wait_for(browser, "ul.messagelist li.error")
+    result = _wait_for(browser, "#recon-result").text
+    assert "NOT OK: 3 mismatches" in result
+    table = browser.find_element("css selector", "table.mismatches").text
+    assert f"account {wallets[1].account_id}" in table and "balance_not_sum_of_entries" in table
+    assert len(browser.find_elements("css selector", "#recent-runs tbody tr")) == 2
+    assert ReconciliationRun.objects.filter(triggered_by="ops@example.com").count() == 2
+
+    if os.environ.get("SAVE_SCREENSHOTS") == "1":
+        height = browser.execute_script("return document.documentElement.scrollHeight")
+        # The window's frame takes some of its height: leave room so the whole page shows.
+        browser.set_window_size(1280, height + 200)
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        assert browser.save_screenshot(str(SCREENSHOT))
