@@ -53,46 +53,7 @@ class TokenPairOut(serializers.Serializer):
     expires_in = serializers.IntegerField(help_text="Seconds until the access token expires")
 
 
-class ActionOptionsMixin:
-    """Honour @action(authentication_classes=..., permission_classes=...) when a route maps
-    the action with `as_view({...})` in walletsite/api.py instead of through a router (the
-    router would pass them as init arguments; an explicit as_view does not).
-
-    A method the route does not map gets neither authentication nor permission checks, so
-    it answers 405 method_not_allowed rather than 401 for a caller without a token.
-    """
-
-    def _action_name(self) -> str | None:
-        # DRF sets self.action only after it has asked for the authenticators, so the action
-        # is looked up from the method here.
-        name = getattr(self, "action", None)
-        request = getattr(self, "request", None)
-        if name is None and request is not None:
-            name = getattr(self, "action_map", {}).get(request.method.lower())
-        return name
-
-    def _unmapped(self) -> bool:
-        return getattr(self, "request", None) is not None and self._action_name() is None
-
-    def _action_option(self, name: str):
-        action_name = self._action_name()
-        handler = getattr(self, action_name, None) if action_name else None
-        return getattr(handler, "kwargs", {}).get(name)
-
-    def get_authenticators(self):
-        if self._unmapped():
-            return []
-        classes = self._action_option("authentication_classes")
-        return super().get_authenticators() if classes is None else [cls() for cls in classes]
-
-    def get_permissions(self):
-        if self._unmapped():
-            return []
-        classes = self._action_option("permission_classes")
-        return super().get_permissions() if classes is None else [cls() for cls in classes]
-
-
-class AuthViewSet(ActionOptionsMixin, ApiViewSet):
+class AuthViewSet(ApiViewSet):
     """Login sessions as token families (see accounts.tokens)."""
 
     @extend_schema(

@@ -9,7 +9,7 @@ from rest_framework.decorators import action
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 
-from accounts.api import BODY_ERRORS, ActionOptionsMixin
+from accounts.api import BODY_ERRORS
 from accounts.models import User
 from wallets.models import Wallet
 from wallets.registration import MAX_PASSWORD_LENGTH, user_register
@@ -51,7 +51,7 @@ class RegisterIn(StrictSerializer):
         return attrs
 
 
-class RegistrationViewSet(ActionOptionsMixin, ApiViewSet):
+class RegistrationViewSet(ApiViewSet):
     @extend_schema(
         operation_id="auth_register",
         request=RegisterIn,

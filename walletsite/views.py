@@ -7,10 +7,33 @@ from rest_framework.viewsets import GenericViewSet
 
 
 class ApiViewSet(GenericViewSet):
-    """A GenericViewSet that answers 405 for a method the route does not take before it
-    authenticates: a wrong method is wrong whoever sends it."""
+    """A GenericViewSet for routes mapped explicitly with `as_view({...})` (walletsite/api.py).
+
+    - A method the route does not take answers 405 before anything authenticates: a wrong
+      method is wrong whoever sends it.
+    - `@action(authentication_classes=..., permission_classes=...)` is honoured. A router
+      passes those to the view as init arguments; an explicit as_view does not.
+    """
 
     def initial(self, request, *args, **kwargs):
         if request.method.lower() not in self.action_map and request.method != "OPTIONS":
             raise MethodNotAllowed(request.method)
         super().initial(request, *args, **kwargs)
+
+    def _action_option(self, name: str):
+        # DRF sets self.action only after it has asked for the authenticators, so the action
+        # is looked up from the method here.
+        request = getattr(self, "request", None)
+        action = getattr(self, "action", None)
+        if action is None and request is not None:
+            action = self.action_map.get(request.method.lower())
+        handler = getattr(self, action, None) if action else None
+        return getattr(handler, "kwargs", {}).get(name)
+
+    def get_authenticators(self):
+        classes = self._action_option("authentication_classes")
+        return super().get_authenticators() if classes is None else [cls() for cls in classes]
+
+    def get_permissions(self):
+        classes = self._action_option("permission_classes")
+        return super().get_permissions() if classes is None else [cls() for cls in classes]
