@@ -15,7 +15,7 @@ from wallets.models import Wallet
 from wallets.registration import MAX_PASSWORD_LENGTH, user_register
 from wallets.serializers import UserWalletOut
 from walletsite.schema import AUTHENTICATED, problems
-from walletsite.serializers import EmailStringField, StrictSerializer, StringField
+from walletsite.serializers import EmailStringField, PinField, StrictSerializer, StringField
 from walletsite.views import ApiViewSet
 
 
@@ -28,7 +28,7 @@ class RegisterIn(StrictSerializer):
     # password validator, checked again by the service).
     password = StringField(min_length=8, max_length=MAX_PASSWORD_LENGTH, trim_whitespace=False)
     # A string, since a PIN such as 0123 is not a JSON number; ASCII digits only.
-    pin = StringField(validators=[RegexValidator(r"^[0-9]{4,6}$", "Must be 4 to 6 digits")], help_text="4 to 6 digits")
+    pin = PinField(write_only=True)
     name = StringField(max_length=120, required=False, allow_blank=True, default="")
     phone = StringField(
         validators=[RegexValidator(r"^\+?[0-9][0-9 ()-]{3,18}$", "Must be a phone number")],
