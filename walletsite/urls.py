@@ -3,7 +3,7 @@ operations endpoints, the API docs and the sandbox gateway."""
 
 from django.conf import settings
 from django.contrib import admin
-from django.urls import include, path, re_path
+from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.permissions import AllowAny
 
@@ -27,7 +27,7 @@ urlpatterns = [
         SpectacularSwaggerView.as_view(url_name="schema", authentication_classes=[], permission_classes=[AllowAny]),
         name="docs",
     ),
-    re_path(r"^static/(?P<path>.+)$", ops.static, name="static"),
+    path("static/<path:path>", ops.static, name="static"),
 ]
 
 # The sandbox gateway exists only in sandbox mode: with GATEWAY_SANDBOX off its routes are
