@@ -176,3 +176,15 @@ def test_operations_run_reconciliation_from_its_page(browser, live_server):
         browser.set_window_size(1280, height + 200)
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         assert browser.save_screenshot(str(SCREENSHOT))
+
+
+def test_a_missing_browser_skips_or_fails_under_require_browser(monkeypatch, capsys):
+    # given / when / then: without REQUIRE_BROWSER a skip, with the reason printed
+    monkeypatch.delenv("REQUIRE_BROWSER", raising=False)
+    with pytest.raises(pytest.skip.Exception):
+        _unavailable("no chromium")
+    assert "skipping the browser test: no chromium" in capsys.readouterr().out
+    # and with it (CI) a failure
+    monkeypatch.setenv("REQUIRE_BROWSER", "1")
+    with pytest.raises(pytest.fail.Exception, match="REQUIRE_BROWSER is set but no chromium"):
+        _unavailable("no chromium")
