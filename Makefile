@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint format reconcile recompute shell clean
+.PHONY: run stop worker venv test lint format check-compose ci reconcile recompute shell clean
 
 $(VENV)/.deps: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,8 +15,21 @@ $(VENV)/.dev-deps: $(VENV)/.deps requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
+# PostgreSQL (embedded, unless DATABASE_URL), migrations, gunicorn and the worker; Ctrl-C
+# stops them in order.
 run: $(VENV)/.deps
 	$(PY) -m walletsite.serve
+
+# From another terminal: what Ctrl-C does (SIGTERM to the `make run` supervisor, then wait).
+stop: $(VENV)/.deps
+	$(PY) -m walletsite.serve stop
+
+# The background worker alone (outbox delivery, periodic jobs), e.g. beside a DATABASE_URL.
+worker: $(VENV)/.deps
+	$(PY) manage.py run_worker
+
+# The venv with the test and lint tools, and nothing else.
+venv: $(VENV)/.dev-deps
 
 test: $(VENV)/.dev-deps
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
@@ -24,6 +37,13 @@ test: $(VENV)/.dev-deps
 lint: $(VENV)/.dev-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+check-compose: $(VENV)/.deps
+	$(PY) .ci/check_compose.py
+
+# What CI runs, on this checkout.
+ci:
+	bash .ci/run
 
 format: $(VENV)/.dev-deps
 	$(VENV)/bin/ruff format .
