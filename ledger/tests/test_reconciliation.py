@@ -212,9 +212,20 @@ def test_reconciliation_runs_a_fixed_number_of_queries(accounts, django_assert_m
     for _ in range(accounts):
         drift(funded_account(10), 1)
     # when / then: the same statements whatever the number of accounts or mismatches
-    with django_assert_max_num_queries(8):
+    with django_assert_max_num_queries(10):
         run = reconciliation_run(triggered_by="test")
     assert len(run.mismatches) == 2 * accounts + 1
+
+
+def test_reconciliation_gives_a_callers_transaction_its_planner_back():
+    # given
+    funded_account()
+    # when
+    reconciliation_run(triggered_by="test")
+    # then
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW enable_indexscan")
+        assert cursor.fetchone() == ("on",)
 
 
 def test_recompute_dry_run_reports_drift_and_writes_nothing():
