@@ -104,6 +104,9 @@ class PaymentAttempt(models.Model):
         indexes = [
             models.Index(fields=["expires_at"], name="payment_pending_expiry", condition=Q(status="pending")),
             models.Index(fields=["wallet", "-created_at"], name="payment_by_wallet"),
+            # The admin's newest-first list, with or without its status filter.
+            models.Index(fields=["-created_at"], name="payment_recent"),
+            models.Index(fields=["status", "-created_at"], name="payment_by_status"),
             models.Index(fields=["-created_at"], name="payment_flagged", condition=Q(flagged_for_review=True)),
         ]
 
