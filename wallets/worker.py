@@ -201,8 +201,12 @@ class Worker:
     # -- the loop -------------------------------------------------------------------------
 
     def run_once(self) -> None:
-        """Deliver everything deliverable now, run every job once: `run_worker --once`."""
-        while not self.stop_requested and self.deliver_batch() == self.batch_size:
+        """Deliver everything deliverable now, run every job once: `run_worker --once`.
+
+        Claims until one comes back empty (not merely short: rows another worker holds are
+        skipped, so a short batch does not mean the queue is empty). Failed events are not
+        offered again during their backoff, so this ends."""
+        while not self.stop_requested and self.deliver_batch() > 0:
             pass
         self.run_due_jobs(force=True)
 

@@ -39,6 +39,19 @@ def _emit(type: str, n: int = 1) -> list[OutboxEvent]:
         return [outbox_emit(type=type, payload={"n": i, "amount": 100}) for i in range(n)]
 
 
+@pytest.fixture(autouse=True)
+def _only_this_tests_events(request):
+    """Events that other tests' threads committed (and a flush has not removed yet) are put
+    out of reach, so that each test sees the queue it built."""
+    marker = request.node.get_closest_marker("django_db")
+    if marker is None:
+        return
+    request.getfixturevalue("transactional_db" if marker.kwargs.get("transaction") else "db")
+    pending = OutboxEvent.objects.select_for_update(skip_locked=True).filter(delivered_at__isnull=True)
+    with transaction.atomic():
+        OutboxEvent.objects.filter(id__in=pending.values("id")).update(available_at=timezone.now() + timedelta(days=1))
+
+
 @pytest.fixture
 def handlers():
     """Register handlers for a test; they are removed afterwards."""
@@ -53,8 +66,14 @@ def handlers():
         events.handler_unregister(event_type=event_type, handler=handler)
 
 
-def _delivered_lines(caplog) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "wallets.events" and r.getMessage() == "event delivered"]
+def _delivered_lines(caplog, event_type: str) -> list[logging.LogRecord]:
+    # Only this test's event type: rows other tests' threads may have committed are
+    # delivered by the same worker.
+    return [
+        r
+        for r in caplog.records
+        if r.name == "wallets.events" and r.getMessage() == "event delivered" and r.event_type == event_type
+    ]
 
 
 # -- delivery -------------------------------------------------------------------------------
@@ -71,7 +90,7 @@ def test_an_event_is_delivered_logged_and_counted(caplog):
     # then
     event.refresh_from_db()
     assert event.delivered_at is not None and event.attempts == 1
-    (line,) = _delivered_lines(caplog)
+    (line,) = _delivered_lines(caplog, "test.delivered")
     assert line.event_id == event.id and line.event_type == "test.delivered"
     # the payload (amounts, wallets) stays out of the log
     assert not hasattr(line, "payload") and "amount" not in line.getMessage()
@@ -102,7 +121,7 @@ def test_a_failing_handler_makes_the_event_retry_later(caplog, handlers):
     assert event.last_error == "ConnectionError: merchant endpoint refused the connection"
     assert event.available_at > timezone.now() + timedelta(seconds=3)
     assert _sample("wallet_outbox_failures_total", type="test.flaky") == failures_before + 1
-    assert _delivered_lines(caplog) == []
+    assert _delivered_lines(caplog, "test.flaky") == []
     worker.run_once()
     assert calls == [event.id]
     # when: the backoff has passed
@@ -112,7 +131,7 @@ def test_a_failing_handler_makes_the_event_retry_later(caplog, handlers):
     event.refresh_from_db()
     assert event.delivered_at is not None and event.attempts == 2
     assert calls == [event.id, event.id]
-    assert len(_delivered_lines(caplog)) == 1
+    assert len(_delivered_lines(caplog, "test.flaky")) == 1
 
 
 @pytest.mark.django_db
@@ -164,7 +183,7 @@ def test_stopping_mid_batch_hands_back_the_events_not_started():
     worker.run_once()
     # then: the first finished, the other two are free for the next worker at once
     assert delivered == [emitted[0].id]
-    rows = {e.id: e for e in OutboxEvent.objects.all()}
+    rows = {e.id: e for e in OutboxEvent.objects.filter(type="test.stop")}
     assert rows[emitted[0].id].delivered_at is not None
     for event in emitted[1:]:
         assert rows[event.id].delivered_at is None
@@ -178,7 +197,7 @@ def test_run_once_delivers_more_than_one_batch():
     # when
     Worker(jobs=[], batch_size=5).run_once()
     # then
-    assert not OutboxEvent.objects.filter(delivered_at__isnull=True).exists()
+    assert not OutboxEvent.objects.filter(type="test.many", delivered_at__isnull=True).exists()
 
 
 # -- periodic jobs --------------------------------------------------------------------------
