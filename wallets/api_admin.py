@@ -17,7 +17,8 @@ from rest_framework.response import Response
 
 from ledger.reconciliation import reconciliation_run
 from wallets.models import Wallet
-from wallets.services import wallet_balances, wallet_freeze, wallet_resolve, wallet_unfreeze
+from wallets.serializers import WalletAdminOut
+from wallets.services import wallet_freeze, wallet_resolve, wallet_unfreeze
 from walletsite.schema import AUTHENTICATED, problems
 from walletsite.serializers import StrictSerializer, StringField
 from walletsite.views import ApiViewSet
@@ -68,29 +69,6 @@ class ReasonIn(StrictSerializer):
     reason = StringField(min_length=1, max_length=1000, help_text="Why; kept in the audit log")
 
 
-class AdminWalletOut(serializers.Serializer):
-    id = serializers.UUIDField()
-    handle = serializers.CharField()
-    currency = serializers.CharField()
-    balance = serializers.IntegerField()
-    available_balance = serializers.IntegerField()
-    held_balance = serializers.IntegerField()
-    status = serializers.ChoiceField(choices=Wallet.Status.choices)
-    status_reason = serializers.CharField(allow_blank=True)
-
-
-def _wallet_out(wallet: Wallet) -> dict:
-    wallet = Wallet.objects.select_related("account").get(id=wallet.id)
-    return {
-        "id": str(wallet.id),
-        "handle": wallet.handle,
-        "currency": wallet.currency,
-        **wallet_balances(wallet=wallet),
-        "status": wallet.status,
-        "status_reason": wallet.status_reason,
-    }
-
-
 WALLET_ID = OpenApiParameter("wallet_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="A wallet id")
 
 
@@ -124,7 +102,7 @@ class AdminViewSet(ApiViewSet):
         parameters=[WALLET_ID],
         request=ReasonIn,
         responses={
-            200: AdminWalletOut,
+            200: WalletAdminOut,
             **problems(*AUTHENTICATED, "validation_failed", "forbidden", "wallet_not_found"),
         },
     )
@@ -138,7 +116,7 @@ class AdminViewSet(ApiViewSet):
         parameters=[WALLET_ID],
         request=ReasonIn,
         responses={
-            200: AdminWalletOut,
+            200: WalletAdminOut,
             **problems(*AUTHENTICATED, "validation_failed", "forbidden", "wallet_not_found"),
         },
     )
@@ -151,4 +129,4 @@ class AdminViewSet(ApiViewSet):
         # The wallet is looked up before its lock is taken, so an unknown id is a plain 404.
         wallet = wallet_resolve(ref=wallet_id)
         wallet = service(wallet_id=wallet.id, actor=request.user, reason=body.validated_data["reason"])
-        return Response(AdminWalletOut(_wallet_out(wallet)).data)
+        return Response(WalletAdminOut(Wallet.objects.select_related("account").get(id=wallet.id)).data)

@@ -10,10 +10,10 @@ from rest_framework.response import Response
 
 from ledger.models import Transaction
 from ledger.selectors import HistoryFilter
-from wallets.history import HISTORY_STATUSES, wallet_history, wallet_transaction
+from wallets.history import wallet_history, wallet_transaction
 from wallets.models import Wallet
 from wallets.money import money_response
-from wallets.services import wallet_balances
+from wallets.serializers import BalanceOut, HistoryItemOut, HistoryPageOut, WalletOut
 from wallets.transfers import transfer_create, transfer_response
 from walletsite.errors import Forbidden, TransactionNotFound
 from walletsite.schema import AUTHENTICATED, IDEMPOTENCY_HEADER, problems
@@ -28,49 +28,6 @@ def caller_wallet(request) -> Wallet:
     except Wallet.DoesNotExist:
         raise Forbidden("This user has no wallet") from None
     return wallet
-
-
-class WalletOut(serializers.Serializer):
-    id = serializers.UUIDField()
-    handle = serializers.CharField()
-    currency = serializers.CharField()
-    balance = serializers.IntegerField()
-    available_balance = serializers.IntegerField()
-    held_balance = serializers.IntegerField()
-    status = serializers.ChoiceField(choices=Wallet.Status.choices)
-
-
-class BalanceOut(serializers.Serializer):
-    wallet_id = serializers.UUIDField()
-    handle = serializers.CharField()
-    currency = serializers.CharField()
-    balance = serializers.IntegerField()
-    available_balance = serializers.IntegerField()
-    held_balance = serializers.IntegerField()
-
-
-class CounterpartyOut(serializers.Serializer):
-    handle = serializers.CharField()
-    name = serializers.CharField()
-
-
-class HistoryItemOut(serializers.Serializer):
-    id = serializers.UUIDField(help_text="The ledger transaction id")
-    type = serializers.ChoiceField(choices=Transaction.Type.choices)
-    direction = serializers.ChoiceField(choices=[("credit", "credit"), ("debit", "debit")])
-    amount = serializers.IntegerField(min_value=1, help_text="Minor units, always positive; see direction")
-    currency = serializers.CharField()
-    balance_after = serializers.IntegerField(help_text="The wallet's posted balance right after this entry")
-    status = serializers.ChoiceField(choices=HISTORY_STATUSES)
-    counterparty = CounterpartyOut(allow_null=True)
-    note = serializers.CharField(allow_blank=True)
-    created_at = serializers.DateTimeField()
-
-
-class HistoryPageOut(serializers.Serializer):
-    data = HistoryItemOut(many=True)
-    has_more = serializers.BooleanField()
-    next_cursor = serializers.CharField(allow_null=True)
 
 
 class TransferIn(StrictSerializer):
@@ -151,28 +108,11 @@ def history_response(request) -> Response:
 class WalletViewSet(ApiViewSet):
     @extend_schema(operation_id="wallet_get", responses={200: WalletOut, **problems(*AUTHENTICATED, "forbidden")})
     def retrieve(self, request):
-        wallet = caller_wallet(request)
-        return Response(
-            {
-                "id": str(wallet.id),
-                "handle": wallet.handle,
-                "currency": wallet.currency,
-                **wallet_balances(wallet=wallet),
-                "status": wallet.status,
-            }
-        )
+        return Response(WalletOut(caller_wallet(request)).data)
 
     @extend_schema(operation_id="wallet_balance", responses={200: BalanceOut, **problems(*AUTHENTICATED, "forbidden")})
     def balance(self, request):
-        wallet = caller_wallet(request)
-        return Response(
-            {
-                "wallet_id": str(wallet.id),
-                "handle": wallet.handle,
-                "currency": wallet.currency,
-                **wallet_balances(wallet=wallet),
-            }
-        )
+        return Response(BalanceOut(caller_wallet(request)).data)
 
     @extend_schema(
         operation_id="wallet_transfer",

@@ -11,7 +11,6 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from ledger.audit import audit_record
-from ledger.models import Account
 from ledger.posting import account_open, accounts_lock
 from wallets.models import Wallet
 from walletsite.errors import WalletNotFound
@@ -94,12 +93,3 @@ def wallet_unfreeze(*, wallet_id, actor, reason: str) -> Wallet:
     return _set_status(
         wallet_id=wallet_id, status=Wallet.Status.ACTIVE, actor=actor, reason=reason, action="wallet.unfreeze"
     )
-
-
-def wallet_balances(*, wallet: Wallet) -> dict:
-    account: Account = wallet.account
-    return {
-        "balance": account.balance,
-        "held_balance": account.held_balance,
-        "available_balance": account.balance - account.held_balance,
-    }

@@ -80,14 +80,14 @@ def test_available_balance_is_balance_less_held():
     # account row is rendered as loaded, not written)
     from ledger.models import Account
     from wallets.models import Wallet
-    from wallets.serializers import WalletSummaryOut
+    from wallets.serializers import WalletOut
 
     _, wallet = register_user()
     wallet = Wallet.objects.select_related("account").get(id=wallet.id)
     wallet.account = Account(id=wallet.account_id, balance=5000, held_balance=1200, currency="INR")
 
     # when
-    data = WalletSummaryOut(wallet).data
+    data = WalletOut(wallet).data
 
     # then
     assert (data["balance"], data["held_balance"], data["available_balance"]) == (5000, 1200, 3800)
