@@ -9,6 +9,7 @@ authentication or renderer setting cannot make a healthy process look dead.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import psycopg
@@ -17,6 +18,8 @@ from django.db import DEFAULT_DB_ALIAS, Error, connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
+from drf_spectacular.views import SpectacularAPIView
+from rest_framework.permissions import AllowAny
 
 from walletsite import metrics
 from walletsite.errors import _django_problem
@@ -87,6 +90,25 @@ def readyz(request: HttpRequest) -> HttpResponse:
 def metrics_view(request: HttpRequest) -> HttpResponse:
     body, content_type = metrics.render()
     return HttpResponse(body, content_type=content_type)
+
+
+class SchemaView(SpectacularAPIView):
+    """GET /api/schema: the OpenAPI document, without authentication (a stale bearer token in
+    a browser must not turn the reference into a 401).
+
+    One generation at a time per process: drf-spectacular loads its extension classes lazily
+    and not thread-safely, so the first concurrent requests of a fresh gthread worker failed
+    with 500 (4 of 16 at once under `make run`: AttributeError in plumbing._load_class).
+    Generating takes about 20 ms, and the document is read by people and tools, not on a hot path.
+    """
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+    _generation = threading.Lock()
+
+    def _get_schema_response(self, request):
+        with self._generation:
+            return super()._get_schema_response(request)
 
 
 @require_safe

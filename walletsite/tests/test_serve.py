@@ -18,6 +18,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -178,6 +179,10 @@ def test_make_run_serves_everything_and_stops_in_order(serve, data_dir):
     assert ready.group(2) == f"{served.base}/admin/"
     assert ready.group(3) == f"{served.base}/api/docs"
     assert served.get("/readyz")[0] == 200
+    # and the schema's first requests in fresh processes, all at once, all succeed
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        statuses = list(pool.map(lambda _: served.get("/api/schema?format=json")[0], range(16)))
+    assert statuses == [200] * 16
     assert served.get("/admin/login/")[0] == 200
     assert served.get("/static/admin/css/base.css")[0] == 200
     # and a second supervisor on the same data refuses to start
