@@ -122,10 +122,16 @@ def test_production_refuses_a_missing_secret(prod_env, name):
 @pytest.mark.parametrize("environment", ["production", "development"])
 def test_a_short_secret_is_refused_anywhere(prod_env, name, environment):
     # given
-    env = {**prod_env, "DJANGO_ENV": environment, name: "x" * 31}
+    minimum = config.MIN_LENGTHS.get(name, 32)
+    env = {**prod_env, "DJANGO_ENV": environment, name: "x" * (minimum - 1)}
     # when / then
-    with pytest.raises(ConfigError, match=f"{name} must be at least 32 characters"):
+    with pytest.raises(ConfigError, match=f"{name} must be at least {minimum} characters"):
         config.load(env)
+    assert config.load({**env, name: "x" * minimum})
+
+
+def test_the_django_secret_key_is_as_long_as_the_deploy_check_wants():
+    assert config.MIN_LENGTHS["DJANGO_SECRET_KEY"] == 50
 
 
 def test_development_generates_missing_secrets_once(dev_env, capsys):
