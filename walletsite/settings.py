@@ -165,6 +165,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Operations are tagged by the first path segment after /api/v1: auth, wallet, ...
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
     # Several models have a `status`; each choice set gets its own component name.
     "ENUM_NAME_OVERRIDES": {
         "WalletStatusEnum": "wallets.models.Wallet.Status",
