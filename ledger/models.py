@@ -192,3 +192,50 @@ class ReconciliationRun(models.Model):
 
     def __str__(self) -> str:
         return f"reconciliation {self.started_at:%Y-%m-%d %H:%M} {'ok' if self.ok else 'MISMATCH'}"
+
+
+class Hold(models.Model):
+    """Money reserved on an account: `held_balance` rises by `amount`, `balance` does not.
+    Later it is posted (becomes a ledger transaction) or released, exactly once; both happen
+    only in ledger.holds, under the account's lock."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        POSTED = "posted"
+        RELEASED = "released"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="holds")
+    amount = models.BigIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    # What the hold is for (`withdrawal:<id>`); unique so one purpose reserves money once.
+    reference = models.CharField(max_length=255, unique=True)
+    # The transaction that posted the hold, once posted.
+    transaction = models.OneToOneField(
+        Transaction, on_delete=models.PROTECT, null=True, blank=True, related_name="hold"
+    )
+    created_at = models.DateTimeField(db_default=Now())
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            # Reconciliation sums the pending holds per account.
+            models.Index(fields=["account"], name="hold_pending_by_account", condition=Q(status="pending")),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="hold_amount_positive"),
+            models.CheckConstraint(condition=Q(status__in=["pending", "posted", "released"]), name="hold_status_valid"),
+            models.CheckConstraint(
+                condition=(Q(status="posted") & Q(transaction__isnull=False))
+                | (~Q(status="posted") & Q(transaction__isnull=True)),
+                name="hold_posted_iff_transaction",
+            ),
+            models.CheckConstraint(
+                condition=Q(status="pending", resolved_at__isnull=True)
+                | (~Q(status="pending") & Q(resolved_at__isnull=False)),
+                name="hold_resolved_iff_not_pending",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"hold {self.amount} on {self.account_id} ({self.status})"

@@ -59,12 +59,17 @@ WITH sums AS (
     SELECT account_id, sum(amount) AS total, (max(ARRAY[id, balance_after]))[2] AS last_after
       FROM ledger_entry
      GROUP BY account_id
+), holds AS (
+    SELECT account_id, sum(amount) AS pending FROM ledger_hold WHERE status = 'pending' GROUP BY account_id
 )
-SELECT a.id, a.kind, a.code, a.balance, a.held_balance, coalesce(s.total, 0), coalesce(s.last_after, 0)
+SELECT a.id, a.kind, a.code, a.balance, a.held_balance, coalesce(s.total, 0), coalesce(s.last_after, 0),
+       coalesce(h.pending, 0)
   FROM ledger_account a
   LEFT JOIN sums s ON s.account_id = a.id
+  LEFT JOIN holds h ON h.account_id = a.id
  WHERE a.balance <> coalesce(s.total, 0)
     OR a.balance <> coalesce(s.last_after, 0)
+    OR a.held_balance <> coalesce(h.pending, 0)
     OR a.held_balance < 0
     OR (a.kind = 'customer' AND (a.balance < 0 OR a.balance < a.held_balance))
  ORDER BY a.id
@@ -171,8 +176,8 @@ def _check_transactions(cursor, findings: _Findings) -> None:
 
 def _check_accounts(cursor, findings: _Findings) -> None:
     cursor.execute(_ACCOUNTS_SQL)
-    for account_id, kind, code, balance, held, total, last_after in cursor.fetchall():
-        total, last_after = int(total), int(last_after)
+    for account_id, kind, code, balance, held, total, last_after, pending in cursor.fetchall():
+        total, last_after, pending = int(total), int(last_after), int(pending)
         label = {"account_id": account_id, "account": code or f"account {account_id}"}
         if balance != total:
             findings.add(
@@ -193,6 +198,14 @@ def _check_accounts(cursor, findings: _Findings) -> None:
         if kind == "customer" and balance < 0:
             findings.add(
                 "customer_balance_negative", **label, expected=0, actual=balance, detail="a customer balance below 0"
+            )
+        if held != pending:
+            findings.add(
+                "held_not_sum_of_pending_holds",
+                **label,
+                expected=pending,
+                actual=held,
+                detail=f"held {held}, pending holds sum to {pending}",
             )
         if held < 0:
             findings.add("held_balance_negative", **label, expected=0, actual=held, detail="a held amount below 0")

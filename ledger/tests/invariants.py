@@ -12,7 +12,8 @@ from django.db import connection
 
 def assert_ledger_consistent() -> None:
     """Assert that all balances sum to zero, that every cached balance equals the sum of
-    its account's entries, that each account's latest entry records that balance, and that
+    its account's entries, that each account's latest entry records that balance, that every
+    held balance equals its account's pending holds, and that
     every ledger transaction's entries sum to zero."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT COALESCE(SUM(balance), 0) FROM ledger_account")
@@ -42,6 +43,18 @@ def assert_ledger_consistent() -> None:
         )
         stale = cursor.fetchall()
         assert not stale, f"latest balance_after differs from the balance (id, balance, balance_after): {stale}"
+
+        cursor.execute(
+            """
+            SELECT a.id, a.held_balance, COALESCE(h.pending, 0)
+            FROM ledger_account a
+            LEFT JOIN (SELECT account_id, SUM(amount) AS pending FROM ledger_hold
+                       WHERE status = 'pending' GROUP BY account_id) h ON h.account_id = a.id
+            WHERE a.held_balance <> COALESCE(h.pending, 0)
+            """
+        )
+        held = cursor.fetchall()
+        assert not held, f"held balances differ from their pending holds (id, held, pending): {held}"
 
         cursor.execute(
             "SELECT transaction_id, SUM(amount) FROM ledger_entry GROUP BY transaction_id HAVING SUM(amount) <> 0"
