@@ -1,0 +1,6 @@
+"""The wallets app's models, one module per area. Each module's models are imported here,
+which is where Django looks for them."""
+
+from wallets.models.core import GatewayEvent, IdempotencyKey, PaymentAttempt, Wallet
+
+__all__ = ["GatewayEvent", "IdempotencyKey", "PaymentAttempt", "Wallet"]
