@@ -202,6 +202,7 @@ def _credit(attempt: PaymentAttempt, *, event: dict) -> GatewayEventResult:
         payload={
             "payment_id": str(attempt.id),
             "wallet_id": str(wallet.id),
+            "wallet_ids": [str(wallet.id)],
             "amount": attempt.amount,
             "currency": attempt.currency,
             "transaction_id": str(posted.transaction.id),

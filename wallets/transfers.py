@@ -47,6 +47,7 @@ def transfer_create(*, sender: Wallet, to: str, amount: int, note: str = "") -> 
         type="transfer.posted",
         payload={
             "transaction_id": str(posted.transaction.id),
+            "wallet_ids": [str(sender.id), str(recipient.id)],
             "from_wallet": str(sender.id),
             "to_wallet": str(recipient.id),
             "amount": amount,
