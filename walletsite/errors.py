@@ -39,6 +39,8 @@ CATALOG: dict[str, tuple[int, str]] = {
     "wallet_not_found": (404, "No such wallet"),
     "payment_not_found": (404, "No such payment"),
     "transaction_not_found": (404, "No such transaction"),
+    "merchant_not_found": (404, "No such merchant"),
+    "campaign_not_found": (404, "No such cashback campaign"),
     "method_not_allowed": (405, "The route does not take this method"),
     "not_acceptable": (406, "The service cannot answer in the requested format"),
     "email_taken": (409, "The email is already registered"),
@@ -48,6 +50,7 @@ CATALOG: dict[str, tuple[int, str]] = {
     "idempotency_key_reused": (422, "The Idempotency-Key was used with a different request"),
     "insufficient_funds": (422, "Not enough available money"),
     "same_wallet": (422, "A wallet cannot send money to itself"),
+    "refund_exceeds_payment": (422, "The refund exceeds what is left of the payment"),
     "limit_exceeded": (422, "The amount exceeds a limit"),
     "amount_mismatch": (422, "The amount or currency does not match the payment"),
     "currency_mismatch": (422, "The wallets hold different currencies"),
@@ -95,6 +98,9 @@ InvalidPin = _error("invalid_pin")
 WalletNotFound = _error("wallet_not_found")
 PaymentNotFound = _error("payment_not_found")
 TransactionNotFound = _error("transaction_not_found")
+MerchantNotFound = _error("merchant_not_found")
+CampaignNotFound = _error("campaign_not_found")
+RefundExceedsPayment = _error("refund_exceeds_payment")
 EmailTaken = _error("email_taken")
 IdempotencyKeyInUse = _error("idempotency_key_in_use")
 IdempotencyKeyReused = _error("idempotency_key_reused")
