@@ -18,6 +18,7 @@ from django.contrib.auth import authenticate
 from django.db import transaction
 from django.utils import timezone
 from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
 from rest_framework_simplejwt.tokens import RefreshToken, Token
 
 from accounts.models import TokenFamily, User
@@ -81,6 +82,11 @@ def _decode(refresh_token: str) -> _FamilyRefreshToken:
     return token
 
 
+def _rotated_since(*, jti: str, moment) -> bool:
+    """True when the token with this jti was rotated (blacklisted) at or after `moment`."""
+    return BlacklistedToken.objects.filter(token__jti=jti, blacklisted_at__gte=moment).exists()
+
+
 def session_refresh(*, refresh_token: str) -> dict[str, Any]:
     """Rotate: the presented refresh token for a new pair in the same family.
 
@@ -88,12 +94,14 @@ def session_refresh(*, refresh_token: str) -> dict[str, Any]:
     family's current one was already rotated, so this is a reuse (a stolen copy, or a client
     replaying an old token) and the whole family is revoked, committed, then refused.
 
-    Strict reuse detection: two concurrent refreshes of the same token are serialized by the
-    row lock; the first rotates it, and the second then sees a jti that is no longer current
-    and is treated as reuse, which also ends the winner's new pair. We accept that a client
-    racing itself is logged out rather than give a stolen token a window in which it counts
-    as a legitimate retry.
+    Two concurrent refreshes of the same token are serialized by the row lock: the first
+    rotates it, and the second then finds a jti that is no longer current. If that token was
+    rotated after the second request arrived, the two raced (a client refreshing from two tabs):
+    the second is refused and the login stays, so exactly one new pair exists and it works. A
+    token that was already rotated before the request arrived is a reuse and revokes the login.
+    A stolen copy gains nothing from the race either way: it is refused.
     """
+    asked_at = timezone.now()
     token = _decode(refresh_token)
     family_id = token[FAMILY_CLAIM]
     reused = False
@@ -104,6 +112,8 @@ def session_refresh(*, refresh_token: str) -> dict[str, Any]:
         if not family.user.is_active:
             raise InvalidRefreshToken()
         if token["jti"] != family.current_jti:
+            if _rotated_since(jti=token["jti"], moment=asked_at):
+                raise InvalidRefreshToken("The refresh token was rotated by a concurrent request")
             family.revoked_at = timezone.now()
             family.revoked_reason = "reuse"
             family.save(update_fields=["revoked_at", "revoked_reason"])
