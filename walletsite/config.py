@@ -87,6 +87,9 @@ class Config:
     webhook_tolerance_seconds: int
     pin_max_failures: int
     pin_lock_seconds: int
+    # The merchant fee in basis points (1/100 of a percent) for merchants without a fee of
+    # their own; 0-10000.
+    merchant_fee_bps: int = 0
 
 
 def _text(env: dict[str, str], name: str, default: str) -> str:
@@ -267,4 +270,5 @@ def load(environ: dict[str, str] | None = None) -> Config:
         webhook_tolerance_seconds=300,
         pin_max_failures=5,
         pin_lock_seconds=900,
+        merchant_fee_bps=_integer(env, "MERCHANT_FEE_BPS", 0, 0, 10_000),
     )

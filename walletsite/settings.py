@@ -188,6 +188,7 @@ WALLET = {
     "GATEWAY_SANDBOX": CONFIG.gateway_sandbox,
     "PUBLIC_URL": CONFIG.public_url,
     "PAYMENT_ATTEMPT_TTL_SECONDS": CONFIG.payment_attempt_ttl_seconds,
+    "MERCHANT_FEE_BPS": CONFIG.merchant_fee_bps,
 }
 
 LOGGING = {
