@@ -41,9 +41,12 @@ CATALOG: dict[str, tuple[int, str]] = {
     "transaction_not_found": (404, "No such transaction"),
     "merchant_not_found": (404, "No such merchant"),
     "campaign_not_found": (404, "No such cashback campaign"),
+    "withdrawal_not_found": (404, "No such withdrawal"),
+    "bank_account_not_found": (404, "No such bank account"),
     "method_not_allowed": (405, "The route does not take this method"),
     "not_acceptable": (406, "The service cannot answer in the requested format"),
     "email_taken": (409, "The email is already registered"),
+    "bank_account_exists": (409, "The bank account is already registered"),
     "idempotency_key_in_use": (409, "A request with this Idempotency-Key is still running"),
     "payload_too_large": (413, "The request body is too large"),
     "unsupported_media_type": (415, "The request body must be JSON"),
@@ -102,6 +105,9 @@ MerchantNotFound = _error("merchant_not_found")
 CampaignNotFound = _error("campaign_not_found")
 RefundExceedsPayment = _error("refund_exceeds_payment")
 EmailTaken = _error("email_taken")
+WithdrawalNotFound = _error("withdrawal_not_found")
+BankAccountNotFound = _error("bank_account_not_found")
+BankAccountExists = _error("bank_account_exists")
 IdempotencyKeyInUse = _error("idempotency_key_in_use")
 IdempotencyKeyReused = _error("idempotency_key_reused")
 InsufficientFunds = _error("insufficient_funds")
