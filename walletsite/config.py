@@ -30,6 +30,9 @@ MIN_SECRET_LENGTH = 32
 MIN_LENGTHS = {"DJANGO_SECRET_KEY": 50}
 ENVIRONMENTS = ("development", "production", "test")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# How the sandbox bank settles a payout it receives: when told (POST /sandbox/payouts/{id}/
+# complete), at once as paid or as rejected, or never (it keeps the payout processing).
+SANDBOX_BANK_MODES = ("manual", "succeed", "fail", "never")
 RATE_LIMIT_NAMES = ("login", "register", "pin", "refresh", "webhook")
 DEFAULT_RATE_LIMITS = {
     "login": "10/min",
@@ -90,6 +93,17 @@ class Config:
     # The merchant fee in basis points (1/100 of a percent) for merchants without a fee of
     # their own; 0-10000.
     merchant_fee_bps: int = 0
+    # Money out (wallets.withdrawals, wallets.bank): where the bank's payout API is (empty:
+    # this service's own sandbox bank at PUBLIC_URL/sandbox/bank), how the sandbox bank
+    # settles payouts, the timeout of every bank call, the circuit breaker, when a payout
+    # counts as stuck (recovery asks the bank) and when an unsettled one is cancelled.
+    bank_url: str = ""
+    sandbox_bank_mode: str = "manual"
+    bank_timeout_seconds: int = 5
+    bank_breaker_failures: int = 5
+    bank_breaker_cooldown_seconds: int = 30
+    withdrawal_recheck_seconds: int = 60
+    withdrawal_timeout_seconds: int = 86400
 
 
 def _text(env: dict[str, str], name: str, default: str) -> str:
@@ -220,6 +234,14 @@ def _secrets(env: dict[str, str], production: bool, data_dir: Path) -> dict[str,
     return values
 
 
+def _bank_url(env: dict[str, str]) -> str:
+    """BANK_URL: the bank's payout API, http(s)://host[:port][/path]; empty for the sandbox bank."""
+    raw = env.get("BANK_URL", "").strip().rstrip("/")
+    if raw and not re.fullmatch(r"https?://[^/\s]+(/[^\s]*)?", raw):
+        raise ConfigError(f"BANK_URL must be http(s)://host[:port][/path], got {raw!r}")
+    return raw
+
+
 def load(environ: dict[str, str] | None = None) -> Config:
     env = dict(os.environ if environ is None else environ)
     name = _choice(env, "DJANGO_ENV", ENVIRONMENTS, "development")
@@ -271,4 +293,11 @@ def load(environ: dict[str, str] | None = None) -> Config:
         pin_max_failures=5,
         pin_lock_seconds=900,
         merchant_fee_bps=_integer(env, "MERCHANT_FEE_BPS", 0, 0, 10_000),
+        bank_url=_bank_url(env),
+        sandbox_bank_mode=_choice(env, "SANDBOX_BANK_MODE", SANDBOX_BANK_MODES, "manual"),
+        bank_timeout_seconds=_integer(env, "BANK_TIMEOUT_SECONDS", 5, 1, 60),
+        bank_breaker_failures=_integer(env, "BANK_BREAKER_FAILURES", 5, 1, 1000),
+        bank_breaker_cooldown_seconds=_integer(env, "BANK_BREAKER_COOLDOWN_SECONDS", 30, 1, 3600),
+        withdrawal_recheck_seconds=_integer(env, "WITHDRAWAL_RECHECK_SECONDS", 60, 1, 86400),
+        withdrawal_timeout_seconds=_integer(env, "WITHDRAWAL_TIMEOUT_SECONDS", 86400, 1, 30 * 86400),
     )

@@ -189,6 +189,13 @@ WALLET = {
     "PUBLIC_URL": CONFIG.public_url,
     "PAYMENT_ATTEMPT_TTL_SECONDS": CONFIG.payment_attempt_ttl_seconds,
     "MERCHANT_FEE_BPS": CONFIG.merchant_fee_bps,
+    "BANK_URL": CONFIG.bank_url,
+    "SANDBOX_BANK_MODE": CONFIG.sandbox_bank_mode,
+    "BANK_TIMEOUT_SECONDS": CONFIG.bank_timeout_seconds,
+    "BANK_BREAKER_FAILURES": CONFIG.bank_breaker_failures,
+    "BANK_BREAKER_COOLDOWN_SECONDS": CONFIG.bank_breaker_cooldown_seconds,
+    "WITHDRAWAL_RECHECK_SECONDS": CONFIG.withdrawal_recheck_seconds,
+    "WITHDRAWAL_TIMEOUT_SECONDS": CONFIG.withdrawal_timeout_seconds,
 }
 
 LOGGING = {
