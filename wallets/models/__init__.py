@@ -2,5 +2,14 @@
 which is where Django looks for them."""
 
 from wallets.models.core import GatewayEvent, IdempotencyKey, PaymentAttempt, Wallet
+from wallets.models.notifications import EmailNotification, WebhookDelivery, WebhookEndpoint
 
-__all__ = ["GatewayEvent", "IdempotencyKey", "PaymentAttempt", "Wallet"]
+__all__ = [
+    "EmailNotification",
+    "GatewayEvent",
+    "IdempotencyKey",
+    "PaymentAttempt",
+    "Wallet",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+]
