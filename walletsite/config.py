@@ -104,6 +104,11 @@ class Config:
     bank_breaker_cooldown_seconds: int = 30
     withdrawal_recheck_seconds: int = 60
     withdrawal_timeout_seconds: int = 86400
+    # Notifications (wallets.notifications): the sender of users' emails, and merchant
+    # webhooks: attempts before a delivery is dead-lettered, and the timeout of each POST.
+    default_from_email: str = "wallet@localhost"
+    webhook_max_attempts: int = 8
+    webhook_timeout_seconds: int = 5
 
 
 def _text(env: dict[str, str], name: str, default: str) -> str:
@@ -120,6 +125,14 @@ def _integer(env: dict[str, str], name: str, default: int, low: int, high: int) 
     value = int(raw)
     if not low <= value <= high:
         raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _email(env: dict[str, str], name: str, default: str) -> str:
+    value = _text(env, name, default)
+    local, at, domain = value.rpartition("<")[2].rstrip(">").partition("@")
+    if not at or not local or not domain or any(ch.isspace() for ch in local + domain):
+        raise ConfigError(f"{name} must be an email address (or Name <address>), got {value!r}")
     return value
 
 
@@ -300,4 +313,7 @@ def load(environ: dict[str, str] | None = None) -> Config:
         bank_breaker_cooldown_seconds=_integer(env, "BANK_BREAKER_COOLDOWN_SECONDS", 30, 1, 3600),
         withdrawal_recheck_seconds=_integer(env, "WITHDRAWAL_RECHECK_SECONDS", 60, 1, 86400),
         withdrawal_timeout_seconds=_integer(env, "WITHDRAWAL_TIMEOUT_SECONDS", 86400, 1, 30 * 86400),
+        default_from_email=_email(env, "DEFAULT_FROM_EMAIL", "wallet@localhost"),
+        webhook_max_attempts=_integer(env, "WEBHOOK_MAX_ATTEMPTS", 8, 1, 50),
+        webhook_timeout_seconds=_integer(env, "WEBHOOK_TIMEOUT_SECONDS", 5, 1, 30),
     )

@@ -196,7 +196,19 @@ WALLET = {
     "BANK_BREAKER_COOLDOWN_SECONDS": CONFIG.bank_breaker_cooldown_seconds,
     "WITHDRAWAL_RECHECK_SECONDS": CONFIG.withdrawal_recheck_seconds,
     "WITHDRAWAL_TIMEOUT_SECONDS": CONFIG.withdrawal_timeout_seconds,
+    "WEBHOOK_MAX_ATTEMPTS": CONFIG.webhook_max_attempts,
+    "WEBHOOK_TIMEOUT_SECONDS": CONFIG.webhook_timeout_seconds,
 }
+
+# Users' notification emails (wallets.notifications). Development prints them on the
+# worker's console; production sends through SMTP (Django's EMAIL_HOST / EMAIL_PORT, default
+# localhost:25, a local relay). Tests get Django's in-memory backend from the test runner.
+EMAIL_BACKEND = (
+    "django.core.mail.backends.smtp.EmailBackend" if PRODUCTION else "django.core.mail.backends.console.EmailBackend"
+)
+DEFAULT_FROM_EMAIL = CONFIG.default_from_email
+# An unreachable mail server must not hold the worker (and the event) for minutes.
+EMAIL_TIMEOUT = 10
 
 LOGGING = {
     "version": 1,
