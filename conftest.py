@@ -23,6 +23,7 @@ def api() -> APIClient:
 SEEDS = (
     ("ledger.migrations.0003_system_accounts", "create"),
     ("wallets.migrations.0002_staff_groups", "create_groups"),
+    ("accounts.migrations.0002_tiers", "seed_tiers"),
 )
 
 
