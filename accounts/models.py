@@ -1,4 +1,5 @@
-"""Users (email login, roles), their transaction PIN, and login sessions (token families)."""
+"""Users (email login, roles, KYC tier), their transaction PIN, and login sessions (token
+families)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,43 @@ from django.db.models import Q
 from django.db.models.functions import Lower, Now
 
 from accounts.managers import UserManager
+
+
+class Tier(models.Model):
+    """A KYC tier and the limits that come with it, in minor units of the wallet currency.
+    Staff edit the limits in the admin; wallets.limits reads them under the account lock
+    of each outgoing or incoming movement."""
+
+    BASIC = "basic"
+
+    # The code is the key: users point at it, and it never changes once users hold it.
+    code = models.SlugField(max_length=32, primary_key=True)
+    name = models.CharField(max_length=64)
+    per_transaction_limit = models.BigIntegerField()
+    daily_outgoing_limit = models.BigIntegerField()
+    monthly_outgoing_limit = models.BigIntegerField()
+    balance_ceiling = models.BigIntegerField()
+
+    class Meta:
+        ordering = ("per_transaction_limit", "code")
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(per_transaction_limit__gt=0)
+                & Q(daily_outgoing_limit__gt=0)
+                & Q(monthly_outgoing_limit__gt=0)
+                & Q(balance_ceiling__gt=0),
+                name="tier_limits_positive",
+            ),
+            models.CheckConstraint(
+                condition=Q(per_transaction_limit__lte=models.F("daily_outgoing_limit"))
+                & Q(daily_outgoing_limit__lte=models.F("monthly_outgoing_limit")),
+                name="tier_limits_ordered",
+            ),
+        ]
+        permissions = [("change_user_tier", "Can change the KYC tier of a user")]
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class User(AbstractBaseUser, PermissionsMixin):
@@ -24,6 +62,9 @@ class User(AbstractBaseUser, PermissionsMixin):
     phone = models.CharField(max_length=20, blank=True, default="")
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.CUSTOMER)
     business_name = models.CharField(max_length=120, blank=True, default="")
+    # Every user starts at basic (seeded by migration 0002); staff move them with
+    # accounts.services.user_tier_change, which writes the audit log.
+    tier = models.ForeignKey(Tier, on_delete=models.PROTECT, default=Tier.BASIC, related_name="users")
     # Staff (operations, support) are Django staff, created from the command line only.
     is_staff = models.BooleanField(default=False)
     is_active = models.BooleanField(default=True)
