@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from ledger.models import Account
 from ledger.posting import Leg, Posted, PostingCommand, transaction_post
 from wallets.history import history_item
+from wallets.limits import balance_ceiling_check, outgoing_limits_check
 from wallets.models import Wallet
 from wallets.services import wallet_resolve
 from walletsite.errors import SameWallet, WalletFrozen
@@ -31,8 +32,10 @@ def transfer_create(*, sender: Wallet, to: str, amount: int, note: str = "") -> 
     if recipient.id == sender.id:
         raise SameWallet("A wallet cannot send money to itself")
 
-    def check(_accounts: Mapping[int, Account]) -> None:
+    def check(accounts: Mapping[int, Account]) -> None:
         wallets_must_be_active(sender.id, recipient.id)
+        outgoing_limits_check(wallet=sender, amount=amount, accounts=accounts)
+        balance_ceiling_check(wallet=recipient, amount=amount, accounts=accounts)
 
     posted = transaction_post(
         command=PostingCommand(
