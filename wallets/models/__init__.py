@@ -2,14 +2,25 @@
 which is where Django looks for them."""
 
 from wallets.models.core import GatewayEvent, IdempotencyKey, PaymentAttempt, Wallet
+from wallets.models.merchants import CashbackCampaign, CashbackGrant, MerchantProfile, Payment, Refund
 from wallets.models.notifications import EmailNotification, WebhookDelivery, WebhookEndpoint
+from wallets.models.withdrawals import BankAccount, BankEvent, SandboxPayout, Withdrawal
 
 __all__ = [
+    "BankAccount",
+    "BankEvent",
+    "CashbackCampaign",
+    "CashbackGrant",
     "EmailNotification",
     "GatewayEvent",
     "IdempotencyKey",
+    "MerchantProfile",
+    "Payment",
     "PaymentAttempt",
+    "Refund",
+    "SandboxPayout",
     "Wallet",
     "WebhookDelivery",
     "WebhookEndpoint",
+    "Withdrawal",
 ]
