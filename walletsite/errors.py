@@ -42,6 +42,7 @@ CATALOG: dict[str, tuple[int, str]] = {
     "merchant_not_found": (404, "No such merchant"),
     "campaign_not_found": (404, "No such cashback campaign"),
     "withdrawal_not_found": (404, "No such withdrawal"),
+    "webhook_endpoint_not_found": (404, "No such webhook endpoint"),
     "bank_account_not_found": (404, "No such bank account"),
     "method_not_allowed": (405, "The route does not take this method"),
     "not_acceptable": (406, "The service cannot answer in the requested format"),
@@ -106,6 +107,7 @@ CampaignNotFound = _error("campaign_not_found")
 RefundExceedsPayment = _error("refund_exceeds_payment")
 EmailTaken = _error("email_taken")
 WithdrawalNotFound = _error("withdrawal_not_found")
+WebhookEndpointNotFound = _error("webhook_endpoint_not_found")
 BankAccountNotFound = _error("bank_account_not_found")
 BankAccountExists = _error("bank_account_exists")
 IdempotencyKeyInUse = _error("idempotency_key_in_use")
