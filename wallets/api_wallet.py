@@ -167,7 +167,7 @@ class TransactionViewSet(ApiViewSet):
         parameters=HISTORY_PARAMETERS,
         responses={200: HistoryPageOut, **problems(*AUTHENTICATED, "validation_failed", "invalid_cursor", "forbidden")},
     )
-    def list(self, request):
+    def history(self, request):
         return history_response(request)
 
     @extend_schema(

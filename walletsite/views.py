@@ -10,13 +10,16 @@ class ApiViewSet(GenericViewSet):
     """A GenericViewSet for routes mapped explicitly with `as_view({...})` (walletsite/api.py).
 
     - A method the route does not take answers 405 before anything authenticates: a wrong
-      method is wrong whoever sends it.
+      method is wrong whoever sends it. OPTIONS too: DRF's OPTIONS metadata describes a
+      view's serializer, and these views declare theirs per action, not per view.
     - `@action(authentication_classes=..., permission_classes=...)` is honoured. A router
       passes those to the view as init arguments; an explicit as_view does not.
     """
 
+    metadata_class = None
+
     def initial(self, request, *args, **kwargs):
-        if request.method.lower() not in self.action_map and request.method != "OPTIONS":
+        if request.method.lower() not in self.action_map:
             raise MethodNotAllowed(request.method)
         super().initial(request, *args, **kwargs)
 

@@ -54,3 +54,14 @@ def test_a_body_over_the_limit(client, settings):
 def test_the_request_id_is_echoed_on_errors(client):
     response = client.get("/api/v1/nope", HTTP_X_REQUEST_ID="req-123")
     assert response["X-Request-Id"] == "req-123"
+
+
+def test_options_answers_405_not_500(client):
+    # Found by the API fuzzing: DRF's OPTIONS metadata looked for a view-wide serializer
+    # these views do not have, and answered 500 to an authenticated OPTIONS.
+    from wallets.tests.factories import auth_header, register_user
+
+    user, _ = register_user()
+    for path in ("/api/v1/auth/login", "/api/v1/wallet/transfer", "/api/v1/transactions"):
+        _is_problem(client.options(path), 405, "method_not_allowed")
+        _is_problem(client.options(path, **auth_header(user)), 405, "method_not_allowed")

@@ -87,3 +87,10 @@ def test_schema_and_docs_are_served_without_a_cdn(client):
     assert "swagger-ui" in html
     for cdn in ("cdn.jsdelivr", "unpkg", "cdnjs", "http://", "https://"):
         assert cdn not in html.replace("https://swagger.io", ""), cdn
+
+
+def test_history_routes_document_a_page_not_a_list(schema):
+    # Found by the API fuzzing: a viewset action named `list` was documented as an array.
+    for path in ("/api/v1/transactions", "/api/v1/wallet/transactions"):
+        ok = schema["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+        assert ok == {"$ref": "#/components/schemas/HistoryPageOut"}, path
