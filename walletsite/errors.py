@@ -35,6 +35,7 @@ CATALOG: dict[str, tuple[int, str]] = {
     "invalid_refresh_token": (401, "The refresh token is not valid"),
     "forbidden": (403, "You may not do this"),
     "invalid_pin": (403, "The PIN is wrong"),
+    "approval_by_maker": (403, "The maker of an adjustment cannot approve it"),
     "not_found": (404, "No such route"),
     "wallet_not_found": (404, "No such wallet"),
     "payment_not_found": (404, "No such payment"),
@@ -44,10 +45,12 @@ CATALOG: dict[str, tuple[int, str]] = {
     "withdrawal_not_found": (404, "No such withdrawal"),
     "webhook_endpoint_not_found": (404, "No such webhook endpoint"),
     "bank_account_not_found": (404, "No such bank account"),
+    "adjustment_not_found": (404, "No such adjustment"),
     "method_not_allowed": (405, "The route does not take this method"),
     "not_acceptable": (406, "The service cannot answer in the requested format"),
     "email_taken": (409, "The email is already registered"),
     "bank_account_exists": (409, "The bank account is already registered"),
+    "adjustment_not_pending": (409, "The adjustment is no longer pending approval"),
     "idempotency_key_in_use": (409, "A request with this Idempotency-Key is still running"),
     "payload_too_large": (413, "The request body is too large"),
     "unsupported_media_type": (415, "The request body must be JSON"),
@@ -99,6 +102,7 @@ InvalidRefreshToken = _error("invalid_refresh_token")
 InvalidToken = _error("invalid_token")
 Forbidden = _error("forbidden")
 InvalidPin = _error("invalid_pin")
+ApprovalByMaker = _error("approval_by_maker")
 WalletNotFound = _error("wallet_not_found")
 PaymentNotFound = _error("payment_not_found")
 TransactionNotFound = _error("transaction_not_found")
@@ -109,7 +113,9 @@ EmailTaken = _error("email_taken")
 WithdrawalNotFound = _error("withdrawal_not_found")
 WebhookEndpointNotFound = _error("webhook_endpoint_not_found")
 BankAccountNotFound = _error("bank_account_not_found")
+AdjustmentNotFound = _error("adjustment_not_found")
 BankAccountExists = _error("bank_account_exists")
+AdjustmentNotPending = _error("adjustment_not_pending")
 IdempotencyKeyInUse = _error("idempotency_key_in_use")
 IdempotencyKeyReused = _error("idempotency_key_reused")
 InsufficientFunds = _error("insufficient_funds")
