@@ -90,6 +90,7 @@ class Config:
     webhook_tolerance_seconds: int
     pin_max_failures: int
     pin_lock_seconds: int
+    idempotency_retention_hours: int
     # The merchant fee in basis points (1/100 of a percent) for merchants without a fee of
     # their own; 0-10000.
     merchant_fee_bps: int = 0
@@ -305,6 +306,8 @@ def load(environ: dict[str, str] | None = None) -> Config:
         webhook_tolerance_seconds=300,
         pin_max_failures=5,
         pin_lock_seconds=900,
+        # API.md: keys are kept at least 24 hours.
+        idempotency_retention_hours=_integer(env, "IDEMPOTENCY_RETENTION_HOURS", 48, 24, 24 * 365),
         merchant_fee_bps=_integer(env, "MERCHANT_FEE_BPS", 0, 0, 10_000),
         bank_url=_bank_url(env),
         sandbox_bank_mode=_choice(env, "SANDBOX_BANK_MODE", SANDBOX_BANK_MODES, "manual"),

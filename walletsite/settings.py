@@ -188,6 +188,7 @@ WALLET = {
     "GATEWAY_SANDBOX": CONFIG.gateway_sandbox,
     "PUBLIC_URL": CONFIG.public_url,
     "PAYMENT_ATTEMPT_TTL_SECONDS": CONFIG.payment_attempt_ttl_seconds,
+    "IDEMPOTENCY_RETENTION_HOURS": CONFIG.idempotency_retention_hours,
     "MERCHANT_FEE_BPS": CONFIG.merchant_fee_bps,
     "BANK_URL": CONFIG.bank_url,
     "SANDBOX_BANK_MODE": CONFIG.sandbox_bank_mode,
