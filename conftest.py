@@ -24,6 +24,8 @@ SEEDS = (
     ("ledger.migrations.0003_system_accounts", "create"),
     ("wallets.migrations.0002_staff_groups", "create_groups"),
     ("accounts.migrations.0002_tiers", "seed_tiers"),
+    ("accounts.migrations.0003_tier_staff_groups", "add_permissions"),
+    ("wallets.migrations.0011_adjustments_staff_groups", "add_permissions"),
 )
 
 
