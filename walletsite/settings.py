@@ -172,6 +172,7 @@ SPECTACULAR_SETTINGS = {
         "WalletStatusEnum": "wallets.models.Wallet.Status",
         "PaymentStatusEnum": "wallets.models.PaymentAttempt.Status",
         "HistoryStatusEnum": "wallets.history.HISTORY_STATUSES",
+        "CampaignStatusEnum": "wallets.models.CashbackCampaign.Status",
     },
 }
 
