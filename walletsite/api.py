@@ -6,6 +6,7 @@ from django.urls import path
 from accounts.api import AuthViewSet
 from wallets.api_admin import AdminViewSet
 from wallets.api_auth import MeViewSet, RegistrationViewSet
+from wallets.api_merchants import CampaignAdminViewSet, MerchantViewSet, PaymentViewSet
 from wallets.api_topups import GatewayWebhookViewSet, TopupViewSet
 from wallets.api_wallet import TransactionViewSet, WalletViewSet
 
@@ -19,6 +20,12 @@ urlpatterns = [
     path("wallet/balance", WalletViewSet.as_view({"get": "balance"}), name="wallet-balance"),
     path("wallet/transfer", WalletViewSet.as_view({"post": "transfer"}), name="wallet-transfer"),
     path("wallet/transactions", WalletViewSet.as_view({"get": "transactions"}), name="wallet-transactions"),
+    path("wallet/pay", PaymentViewSet.as_view({"post": "pay"}), name="wallet-pay"),
+    path(
+        "merchant/payments/<str:transaction_id>/refund",
+        MerchantViewSet.as_view({"post": "refund"}),
+        name="merchant-payment-refund",
+    ),
     path("wallet/add-money", TopupViewSet.as_view({"post": "add_money"}), name="wallet-add-money"),
     path("wallet/payments/<str:payment_id>", TopupViewSet.as_view({"get": "payment"}), name="wallet-payment"),
     path("webhooks/gateway", GatewayWebhookViewSet.as_view({"post": "gateway"}), name="webhooks-gateway"),
@@ -30,5 +37,20 @@ urlpatterns = [
         "admin/wallets/<str:wallet_id>/unfreeze",
         AdminViewSet.as_view({"post": "unfreeze"}),
         name="admin-wallet-unfreeze",
+    ),
+    path(
+        "admin/campaigns",
+        CampaignAdminViewSet.as_view({"get": "list", "post": "create"}),
+        name="admin-campaigns",
+    ),
+    path(
+        "admin/campaigns/<str:campaign_id>/pause",
+        CampaignAdminViewSet.as_view({"post": "pause"}),
+        name="admin-campaign-pause",
+    ),
+    path(
+        "admin/campaigns/<str:campaign_id>/resume",
+        CampaignAdminViewSet.as_view({"post": "resume"}),
+        name="admin-campaign-resume",
     ),
 ]
