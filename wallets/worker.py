@@ -43,6 +43,10 @@ IDLE_SECONDS = 0.5
 EXPIRE_INTERVAL_SECONDS = 30
 # A full reconciliation of the ledger (a few whole-table statements) this often.
 RECONCILIATION_INTERVAL_SECONDS = 300
+# Pending withdrawals are sent to the bank this often; recovery asks the bank about payouts
+# in flight too long this often (wallets.withdrawals).
+WITHDRAWAL_SUBMIT_INTERVAL_SECONDS = 1
+WITHDRAWAL_RECOVERY_INTERVAL_SECONDS = 15
 DATABASE_RETRY_MAX_SECONDS = 30
 # How often a sleeping loop checks whether it was asked to stop.
 _SLICE_SECONDS = 0.1
@@ -75,10 +79,27 @@ def job_reconcile() -> object:
     return _lazy("ledger.reconciliation", "reconciliation_run")(triggered_by="system:worker")
 
 
+def job_submit_withdrawals() -> object:
+    # Calls the bank over HTTP with no row locked; stops while the bank's breaker is open.
+    run = _lazy("wallets.withdrawals", "withdrawals_submit")()
+    if run.results:
+        logger.info("withdrawal payouts sent", extra={"results": run.results})
+    return run
+
+
+def job_recover_withdrawals() -> object:
+    run = _lazy("wallets.withdrawals", "withdrawals_recover")()
+    if run.results:
+        logger.info("withdrawals reconciled with the bank", extra={"results": run.results})
+    return run
+
+
 def default_jobs() -> list[PeriodicJob]:
     return [
         PeriodicJob("expire_payment_attempts", EXPIRE_INTERVAL_SECONDS, job_expire_payment_attempts),
         PeriodicJob("reconciliation", RECONCILIATION_INTERVAL_SECONDS, job_reconcile),
+        PeriodicJob("submit_withdrawals", WITHDRAWAL_SUBMIT_INTERVAL_SECONDS, job_submit_withdrawals),
+        PeriodicJob("recover_withdrawals", WITHDRAWAL_RECOVERY_INTERVAL_SECONDS, job_recover_withdrawals),
     ]
 
 
