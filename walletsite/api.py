@@ -9,6 +9,7 @@ from wallets.api_auth import MeViewSet, RegistrationViewSet
 from wallets.api_merchants import CampaignAdminViewSet, MerchantViewSet, PaymentViewSet
 from wallets.api_topups import GatewayWebhookViewSet, TopupViewSet
 from wallets.api_wallet import TransactionViewSet, WalletViewSet
+from wallets.api_withdrawals import BankWebhookViewSet, WithdrawalViewSet
 
 urlpatterns = [
     path("auth/register", RegistrationViewSet.as_view({"post": "register"}), name="auth-register"),
@@ -28,7 +29,19 @@ urlpatterns = [
     ),
     path("wallet/add-money", TopupViewSet.as_view({"post": "add_money"}), name="wallet-add-money"),
     path("wallet/payments/<str:payment_id>", TopupViewSet.as_view({"get": "payment"}), name="wallet-payment"),
+    path(
+        "wallet/bank-accounts",
+        WithdrawalViewSet.as_view({"get": "bank_accounts", "post": "bank_account_create"}),
+        name="wallet-bank-accounts",
+    ),
+    path("wallet/withdraw", WithdrawalViewSet.as_view({"post": "withdraw"}), name="wallet-withdraw"),
+    path(
+        "wallet/withdrawals/<str:withdrawal_id>",
+        WithdrawalViewSet.as_view({"get": "withdrawal"}),
+        name="wallet-withdrawal",
+    ),
     path("webhooks/gateway", GatewayWebhookViewSet.as_view({"post": "gateway"}), name="webhooks-gateway"),
+    path("webhooks/bank", BankWebhookViewSet.as_view({"post": "bank"}), name="webhooks-bank"),
     path("transactions", TransactionViewSet.as_view({"get": "history"}), name="transactions"),
     path("transactions/<str:transaction_id>", TransactionViewSet.as_view({"get": "retrieve"}), name="transaction"),
     path("admin/reconciliation", AdminViewSet.as_view({"get": "reconciliation"}), name="admin-reconciliation"),

@@ -30,6 +30,8 @@ urlpatterns = [
 # not there at all (404), so no production request can fake a payment.
 if settings.WALLET["GATEWAY_SANDBOX"]:
     urlpatterns.append(path("sandbox/", include("wallets.sandbox")))
+    # The sandbox bank (payout API under /sandbox/bank, /sandbox/payouts/{id}/complete).
+    urlpatterns.append(path("sandbox/", include("wallets.sandbox_bank")))
 
 handler400 = "walletsite.errors.handler400"
 handler403 = "walletsite.errors.handler403"
