@@ -94,7 +94,7 @@ class WebhookDelivery(models.Model):
         return f"evt_{self.public_id.hex} ({self.event_type} -> {self.status})"
 
     @property
-    def event_id(self) -> str:
+    def public_event_id(self) -> str:
         return f"evt_{self.public_id.hex}"
 
 
