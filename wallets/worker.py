@@ -43,6 +43,8 @@ IDLE_SECONDS = 0.5
 EXPIRE_INTERVAL_SECONDS = 30
 # A full reconciliation of the ledger (a few whole-table statements) this often.
 RECONCILIATION_INTERVAL_SECONDS = 300
+# Merchant webhooks due for (re)delivery are looked for this often (wallets.notifications).
+WEBHOOK_INTERVAL_SECONDS = 1
 # Pending withdrawals are sent to the bank this often; recovery asks the bank about payouts
 # in flight too long this often (wallets.withdrawals).
 WITHDRAWAL_SUBMIT_INTERVAL_SECONDS = 1
@@ -79,6 +81,11 @@ def job_reconcile() -> object:
     return _lazy("ledger.reconciliation", "reconciliation_run")(triggered_by="system:worker")
 
 
+def job_deliver_webhooks() -> object:
+    # Posts merchant webhooks outside any transaction; a run is bounded by its time budget.
+    return _lazy("wallets.notifications", "webhook_deliveries_run")()
+
+
 def job_submit_withdrawals() -> object:
     # Calls the bank over HTTP with no row locked; stops while the bank's breaker is open.
     run = _lazy("wallets.withdrawals", "withdrawals_submit")()
@@ -100,6 +107,7 @@ def default_jobs() -> list[PeriodicJob]:
         PeriodicJob("reconciliation", RECONCILIATION_INTERVAL_SECONDS, job_reconcile),
         PeriodicJob("submit_withdrawals", WITHDRAWAL_SUBMIT_INTERVAL_SECONDS, job_submit_withdrawals),
         PeriodicJob("recover_withdrawals", WITHDRAWAL_RECOVERY_INTERVAL_SECONDS, job_recover_withdrawals),
+        PeriodicJob("deliver_webhooks", WEBHOOK_INTERVAL_SECONDS, job_deliver_webhooks),
     ]
 
 
@@ -136,6 +144,10 @@ class Worker:
         if self._deliver is not None:
             self._deliver(event)
             return
+        # The notification handlers register when their module is imported; an event
+        # delivered before that would skip them, so the import comes first (and if it fails,
+        # the event fails and is retried instead of being marked delivered).
+        from wallets import notifications  # noqa: F401
         from wallets.events import event_deliver
 
         event_deliver(event=event)
