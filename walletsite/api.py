@@ -7,6 +7,7 @@ from accounts.api import AuthViewSet
 from wallets.api_adjustments import AdjustmentViewSet
 from wallets.api_admin import AdminViewSet
 from wallets.api_auth import MeViewSet, RegistrationViewSet
+from wallets.api_notifications import MerchantWebhookViewSet
 from wallets.api_merchants import CampaignAdminViewSet, MerchantViewSet, PaymentViewSet
 from wallets.api_topups import GatewayWebhookViewSet, TopupViewSet
 from wallets.api_wallet import TransactionViewSet, WalletViewSet
@@ -30,6 +31,16 @@ urlpatterns = [
     ),
     path("wallet/add-money", TopupViewSet.as_view({"post": "add_money"}), name="wallet-add-money"),
     path("wallet/payments/<str:payment_id>", TopupViewSet.as_view({"get": "payment"}), name="wallet-payment"),
+    path(
+        "merchant/webhook-endpoints",
+        MerchantWebhookViewSet.as_view({"get": "list", "post": "create"}),
+        name="merchant-webhook-endpoints",
+    ),
+    path(
+        "merchant/webhook-endpoints/<str:endpoint_id>",
+        MerchantWebhookViewSet.as_view({"delete": "destroy"}),
+        name="merchant-webhook-endpoint",
+    ),
     path(
         "wallet/bank-accounts",
         WithdrawalViewSet.as_view({"get": "bank_accounts", "post": "bank_account_create"}),
