@@ -26,6 +26,7 @@ SEEDS = (
     ("accounts.migrations.0002_tiers", "seed_tiers"),
     ("accounts.migrations.0003_tier_staff_groups", "add_permissions"),
     ("wallets.migrations.0011_adjustments_staff_groups", "add_permissions"),
+    ("wallets.migrations.0008_merchants_staff_groups", "add_permissions"),
 )
 
 
