@@ -5,11 +5,10 @@ from django.urls import path
 
 from accounts.api import AuthViewSet
 from wallets.api_adjustments import AdjustmentViewSet
-from wallets.api_adjustments import AdjustmentViewSet
 from wallets.api_admin import AdminViewSet
 from wallets.api_auth import MeViewSet, RegistrationViewSet
-from wallets.api_notifications import MerchantWebhookViewSet
 from wallets.api_merchants import CampaignAdminViewSet, MerchantViewSet, PaymentViewSet
+from wallets.api_notifications import MerchantWebhookViewSet
 from wallets.api_topups import GatewayWebhookViewSet, TopupViewSet
 from wallets.api_wallet import TransactionViewSet, WalletViewSet
 from wallets.api_withdrawals import BankWebhookViewSet, WithdrawalViewSet
@@ -78,22 +77,6 @@ urlpatterns = [
         "admin/campaigns/<str:campaign_id>/resume",
         CampaignAdminViewSet.as_view({"post": "resume"}),
         name="admin-campaign-resume",
-    ),
-    path(
-        "admin/adjustments",
-        AdjustmentViewSet.as_view({"get": "index", "post": "make"}),
-        name="admin-adjustments",
-    ),
-    path("admin/adjustments/<str:adjustment_id>", AdjustmentViewSet.as_view({"get": "show"}), name="admin-adjustment"),
-    path(
-        "admin/adjustments/<str:adjustment_id>/approve",
-        AdjustmentViewSet.as_view({"post": "approve"}),
-        name="admin-adjustment-approve",
-    ),
-    path(
-        "admin/adjustments/<str:adjustment_id>/reject",
-        AdjustmentViewSet.as_view({"post": "reject"}),
-        name="admin-adjustment-reject",
     ),
     path(
         "admin/adjustments",
