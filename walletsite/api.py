@@ -9,6 +9,7 @@ from wallets.api_admin import AdminViewSet
 from wallets.api_auth import MeViewSet, RegistrationViewSet
 from wallets.api_merchants import CampaignAdminViewSet, MerchantViewSet, PaymentViewSet
 from wallets.api_notifications import MerchantWebhookViewSet
+from wallets.api_statements import StatementViewSet
 from wallets.api_topups import GatewayWebhookViewSet, TopupViewSet
 from wallets.api_wallet import TransactionViewSet, WalletViewSet
 from wallets.api_withdrawals import BankWebhookViewSet, WithdrawalViewSet
@@ -31,6 +32,7 @@ urlpatterns = [
     ),
     path("wallet/add-money", TopupViewSet.as_view({"post": "add_money"}), name="wallet-add-money"),
     path("wallet/payments/<str:payment_id>", TopupViewSet.as_view({"get": "payment"}), name="wallet-payment"),
+    path("wallet/statements/<str:month>", StatementViewSet.as_view({"get": "retrieve"}), name="wallet-statement"),
     path(
         "merchant/webhook-endpoints",
         MerchantWebhookViewSet.as_view({"get": "list", "post": "create"}),
