@@ -239,3 +239,4 @@ class GatewayEventAdmin(ReadOnlyAdmin):
         if payment_id:
             return queryset.filter(payment_attempt_id=payment_id), False
         return queryset.filter(id=term), False
+from wallets import admin_merchants  # noqa: F401,E402
