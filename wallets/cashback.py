@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Mapping
 from datetime import datetime
 
+from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -170,7 +171,9 @@ def campaign_create(
             "merchant: Not a merchant's wallet handle or id",
             errors=[{"field": "merchant", "message": "Not a merchant's wallet handle or id"}],
         ) from None
-    with atomic():
+    # Not a money movement, so not a durable block: the admin's add form already runs in a
+    # transaction of its own, which this one joins.
+    with transaction.atomic():
         campaign = CashbackCampaign.objects.create(
             name=name.strip(),
             bps=bps,

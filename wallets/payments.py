@@ -32,10 +32,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.db import transaction
 
+from ledger.audit import audit_record
 from ledger.models import Account
 from ledger.outbox import outbox_emit
-from ledger.posting import Leg, Posted, PostingCommand, Rejected, accounts_lock, system_account, transactions_post
+from ledger.posting import (
+    Leg,
+    Posted,
+    PostingCommand,
+    Rejected,
+    accounts_lock,
+    system_account,
+    transactions_post,
+)
 from wallets.cashback import campaign_lock_best, cashback_grant, cashback_to_reverse
 from wallets.history import history_item
 from wallets.limits import balance_ceiling_check, outgoing_limits_check
@@ -69,12 +79,25 @@ def merchant_fee_bps(*, merchant: Wallet) -> int:
     return own if own is not None else settings.WALLET["MERCHANT_FEE_BPS"]
 
 
-def merchant_fee_set(*, merchant: Wallet, fee_bps: int | None) -> MerchantProfile:
+def merchant_fee_set(*, merchant: Wallet, fee_bps: int | None, actor=None) -> MerchantProfile:
     """Give a merchant a fee of its own (None: back to the default). Applies to payments from
-    now on; past payments keep the fee they were charged."""
+    now on; past payments keep the fee they were charged. Audited."""
     if fee_bps is not None and not 0 <= fee_bps <= 10_000:
         raise ValueError("a fee is 0-10000 basis points")
-    profile, _ = MerchantProfile.objects.update_or_create(wallet=merchant, defaults={"fee_bps": fee_bps})
+    if merchant.user.role != "merchant":
+        raise ValueError("only merchants have a fee")
+    # Not a money movement, so not a durable block: the admin's change form already runs in
+    # a transaction of its own, which this one joins.
+    with transaction.atomic():
+        profile, _ = MerchantProfile.objects.update_or_create(wallet=merchant, defaults={"fee_bps": fee_bps})
+        audit_record(
+            actor=actor,
+            actor_label=getattr(actor, "email", None) or "system",
+            action="merchant.fee_set",
+            target=f"wallet:{merchant.id}",
+            reason=f"fee set to {fee_bps} bps" if fee_bps is not None else "fee set to the default",
+            data={"fee_bps": fee_bps},
+        )
     return profile
 
 
