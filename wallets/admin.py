@@ -239,4 +239,9 @@ class GatewayEventAdmin(ReadOnlyAdmin):
         if payment_id:
             return queryset.filter(payment_attempt_id=payment_id), False
         return queryset.filter(id=term), False
-from wallets import admin_merchants  # noqa: F401,E402
+
+
+from wallets import (  # noqa: E402
+    admin_merchants,  # noqa: F401
+    admin_notifications,  # noqa: F401
+)
