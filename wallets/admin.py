@@ -245,3 +245,4 @@ from wallets import (  # noqa: E402
     admin_merchants,  # noqa: F401
     admin_notifications,  # noqa: F401
 )
+from wallets import admin_withdrawals  # noqa: F401,E402
