@@ -215,6 +215,10 @@ class CampaignListQuery(StrictSerializer):
     cursor = serializers.CharField(max_length=512, required=False)
 
 
+class CampaignStatusIn(StrictSerializer):
+    reason = StringField(max_length=1000, required=False, default="", help_text="Why; kept in the audit log")
+
+
 CAMPAIGN_ID = OpenApiParameter("campaign_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="A campaign id")
 _CURSOR_SALT = "wallets.campaigns.cursor.v1"
 
@@ -305,18 +309,30 @@ class CampaignAdminViewSet(ApiViewSet):
         summary="Pause a cashback campaign",
         description="Payments stop earning its cashback at once. Pausing a paused campaign changes nothing.",
         parameters=[CAMPAIGN_ID],
-        request=None,
-        responses={200: CampaignOut, **problems(*AUTHENTICATED, "forbidden", "campaign_not_found")},
+        request=CampaignStatusIn,
+        responses={
+            200: CampaignOut,
+            **problems(*AUTHENTICATED, "validation_failed", "forbidden", "campaign_not_found"),
+        },
     )
     def pause(self, request, campaign_id: str):
-        return Response(_campaign(campaign_pause(campaign_id=campaign_id, actor=request.user)))
+        return self._set_status(request, campaign_id, service=campaign_pause)
 
     @extend_schema(
         operation_id="admin_campaign_resume",
         summary="Resume a paused cashback campaign",
         parameters=[CAMPAIGN_ID],
-        request=None,
-        responses={200: CampaignOut, **problems(*AUTHENTICATED, "forbidden", "campaign_not_found")},
+        request=CampaignStatusIn,
+        responses={
+            200: CampaignOut,
+            **problems(*AUTHENTICATED, "validation_failed", "forbidden", "campaign_not_found"),
+        },
     )
     def resume(self, request, campaign_id: str):
-        return Response(_campaign(campaign_resume(campaign_id=campaign_id, actor=request.user)))
+        return self._set_status(request, campaign_id, service=campaign_resume)
+
+    def _set_status(self, request, campaign_id: str, *, service) -> Response:
+        body = CampaignStatusIn(data=request.data)
+        body.is_valid(raise_exception=True)
+        campaign = service(campaign_id=campaign_id, actor=request.user, reason=body.validated_data["reason"])
+        return Response(_campaign(campaign))

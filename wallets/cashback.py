@@ -224,23 +224,23 @@ def _set_status(*, campaign_id, actor, status: str, action: str, reason: str) ->
     return campaign
 
 
-def campaign_pause(*, campaign_id, actor) -> CashbackCampaign:
+def campaign_pause(*, campaign_id, actor, reason: str = "") -> CashbackCampaign:
     """Stop a campaign granting cashback; pausing a paused campaign changes nothing."""
     return _set_status(
         campaign_id=campaign_id,
         actor=actor,
         status=CashbackCampaign.Status.PAUSED,
         action="campaign.pause",
-        reason="paused the campaign",
+        reason=reason.strip() or "paused the campaign",
     )
 
 
-def campaign_resume(*, campaign_id, actor) -> CashbackCampaign:
+def campaign_resume(*, campaign_id, actor, reason: str = "") -> CashbackCampaign:
     """Let a paused campaign grant cashback again (within its window and budget)."""
     return _set_status(
         campaign_id=campaign_id,
         actor=actor,
         status=CashbackCampaign.Status.ACTIVE,
         action="campaign.resume",
-        reason="resumed the campaign",
+        reason=reason.strip() or "resumed the campaign",
     )

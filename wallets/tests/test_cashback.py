@@ -276,7 +276,7 @@ def test_staff_create_list_pause_and_resume_campaigns(api, operations, shop):
     listed = api.get(CAMPAIGNS, **auth).json()
     assert [c["id"] for c in listed["data"]] == [body["id"]]
     assert listed["has_more"] is False
-    paused = api.post(f"{CAMPAIGNS}/{body['id']}/pause", **auth)
+    paused = api.post(f"{CAMPAIGNS}/{body['id']}/pause", {"reason": "budget review"}, format="json", **auth)
     assert paused.status_code == 200
     assert paused.json()["status"] == "paused"
     assert CashbackCampaign.objects.get(id=body["id"]).status == "paused"
@@ -284,6 +284,10 @@ def test_staff_create_list_pause_and_resume_campaigns(api, operations, shop):
     assert resumed.json()["status"] == "active"
     actions = list(AuditLog.objects.filter(target=f"campaign:{body['id']}").values_list("action", flat=True))
     assert sorted(actions) == ["campaign.create", "campaign.pause", "campaign.resume"]
+    assert AuditLog.objects.get(action="campaign.pause").reason == "budget review"
+    typo = api.post(f"{CAMPAIGNS}/{body['id']}/pause", {"reason": "x", "force": True}, format="json", **auth)
+    assert typo.status_code == 400
+    assert CashbackCampaign.objects.get(id=body["id"]).status == "active"
 
 
 def test_the_campaign_list_pages_with_a_cursor(api, operations):
