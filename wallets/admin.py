@@ -242,7 +242,8 @@ class GatewayEventAdmin(ReadOnlyAdmin):
 
 
 from wallets import (  # noqa: E402
+    admin_adjustments,  # noqa: F401
     admin_merchants,  # noqa: F401
     admin_notifications,  # noqa: F401
+    admin_withdrawals,  # noqa: F401
 )
-from wallets import admin_withdrawals  # noqa: F401,E402
