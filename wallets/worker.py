@@ -49,6 +49,8 @@ WEBHOOK_INTERVAL_SECONDS = 1
 # in flight too long this often (wallets.withdrawals).
 WITHDRAWAL_SUBMIT_INTERVAL_SECONDS = 1
 WITHDRAWAL_RECOVERY_INTERVAL_SECONDS = 15
+# Idempotency keys past their retention window are deleted this often (wallets.retention).
+IDEMPOTENCY_PURGE_INTERVAL_SECONDS = 3600
 DATABASE_RETRY_MAX_SECONDS = 30
 # How often a sleeping loop checks whether it was asked to stop.
 _SLICE_SECONDS = 0.1
@@ -101,6 +103,13 @@ def job_recover_withdrawals() -> object:
     return run
 
 
+def job_purge_idempotency_keys() -> object:
+    purged = _lazy("wallets.retention", "idempotency_keys_purge")()
+    if purged:
+        logger.info("idempotency keys purged", extra={"count": purged})
+    return purged
+
+
 def default_jobs() -> list[PeriodicJob]:
     return [
         PeriodicJob("expire_payment_attempts", EXPIRE_INTERVAL_SECONDS, job_expire_payment_attempts),
@@ -108,6 +117,7 @@ def default_jobs() -> list[PeriodicJob]:
         PeriodicJob("submit_withdrawals", WITHDRAWAL_SUBMIT_INTERVAL_SECONDS, job_submit_withdrawals),
         PeriodicJob("recover_withdrawals", WITHDRAWAL_RECOVERY_INTERVAL_SECONDS, job_recover_withdrawals),
         PeriodicJob("deliver_webhooks", WEBHOOK_INTERVAL_SECONDS, job_deliver_webhooks),
+        PeriodicJob("purge_idempotency_keys", IDEMPOTENCY_PURGE_INTERVAL_SECONDS, job_purge_idempotency_keys),
     ]
 
 

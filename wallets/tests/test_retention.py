@@ -83,3 +83,12 @@ def test_the_command(sent, capsys):
     call_command("purge_idempotency_keys")
     assert "deleted 1 " in capsys.readouterr().out
     assert not IdempotencyKey.objects.exists()
+
+
+def test_the_worker_purges_every_hour(sent):
+    from wallets.worker import default_jobs
+
+    (job,) = [job for job in default_jobs() if job.name == "purge_idempotency_keys"]
+    assert job.interval_seconds == 3600
+    _age("old-key", 49)
+    assert job.run() == 1
