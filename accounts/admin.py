@@ -3,18 +3,24 @@
 Users: searchable by email and wallet handle (exact, indexed), with role and staff flags; a
 superuser can add a staff user with an email and a password. The password is only ever
 shown as Django's masked summary. PINs show their lockout state, never the digest. Logins
-(token families) are read-only, with an action that revokes them.
+(token families) are read-only, with an action that revokes them. KYC tiers are listed for
+staff and edited by superusers (`change_tier`); a user's tier changes only through the "Change
+KYC tier" action (`change_user_tier`), which asks for a reason and calls
+accounts.tiers.user_tier_change (audited).
 """
 
 from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 from django.db.models.functions import Lower
+from django.template.response import TemplateResponse
 
-from accounts.models import Pin, TokenFamily, User
+from accounts.models import Pin, Tier, TokenFamily, User
+from accounts.tiers import user_tier_change
 from accounts.tokens import session_logout
 from ledger.admin import CappedPaginator, ReadOnlyAdmin, admin_link, parse_uuid
 from ledger.audit import audit_record
@@ -39,13 +45,28 @@ class UserEditForm(UserChangeForm):
         fields = "__all__"
 
 
+class TierChangeForm(forms.Form):
+    tier = forms.ModelChoiceField(queryset=Tier.objects.all(), empty_label=None)
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        max_length=1000,
+        help_text="Required (e.g. the KYC check done). Kept in the audit log with your name.",
+    )
+
+    def clean_reason(self) -> str:
+        reason = self.cleaned_data["reason"].strip()
+        if not reason:
+            raise forms.ValidationError("A reason is required.")
+        return reason
+
+
 @admin.register(User)
 class UserAdmin(DjangoUserAdmin):
     form = UserEditForm
     add_form = UserCreationForm
     fieldsets = (
         (None, {"fields": ("email", "password")}),
-        ("Profile", {"fields": ("name", "phone", "role", "business_name", "wallet_link")}),
+        ("Profile", {"fields": ("name", "phone", "role", "business_name", "wallet_link", "tier")}),
         ("Permissions", {"fields": ("is_active", "is_staff", "is_superuser", "groups", "user_permissions")}),
         ("Dates", {"fields": ("last_login", "date_joined")}),
     )
@@ -58,8 +79,10 @@ class UserAdmin(DjangoUserAdmin):
             },
         ),
     )
-    readonly_fields = ("wallet_link", "last_login", "date_joined")
-    list_display = ("email", "name", "role", "wallet_handle", "is_staff", "is_active", "date_joined")
+    # The tier is shown, never edited here: changing it is the audited "Change KYC tier" action.
+    readonly_fields = ("wallet_link", "last_login", "date_joined", "tier")
+    list_display = ("email", "name", "role", "tier_code", "wallet_handle", "is_staff", "is_active", "date_joined")
+    actions = ("change_tier",)
     list_select_related = ("wallet",)
     # No list filters: role and the flags are not indexed, and filtering millions of users
     # by them would scan the table for every page. Search instead.
@@ -93,6 +116,42 @@ class UserAdmin(DjangoUserAdmin):
         actions = super().get_actions(request)
         actions.pop("delete_selected", None)
         return actions
+
+    def has_change_tier_permission(self, request) -> bool:
+        return request.user.has_perm("accounts.change_user_tier")
+
+    @admin.action(permissions=["change_tier"], description="Change KYC tier of selected users (asks for a reason)")
+    def change_tier(self, request, queryset):
+        """First POST (from the list): the tier and reason form. Second POST (with `apply`):
+        user_tier_change once per user, each in its own transaction and audited."""
+        form = TierChangeForm(request.POST if "apply" in request.POST else None)
+        users = list(queryset.select_related("tier").order_by(Lower("email"))[:200])
+        if "apply" in request.POST and form.is_valid():
+            tier, reason = form.cleaned_data["tier"], form.cleaned_data["reason"]
+            for user in users:
+                user_tier_change(user=user, tier=tier, actor=request.user, reason=reason)
+            self.message_user(
+                request,
+                f"{len(users)} user(s) now on {tier}: {', '.join(u.email for u in users[:20])}",
+                messages.SUCCESS,
+            )
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": "Change KYC tier",
+            "form": form,
+            "users": users,
+            "selected": request.POST.getlist(ACTION_CHECKBOX_NAME),
+            "select_across": request.POST.get("select_across", "0"),
+            "action_checkbox_name": ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/accounts/user/tier_change.html", context)
+
+    @admin.display(description="tier")
+    def tier_code(self, obj: User) -> str:
+        # The code is the key: no join to show it.
+        return obj.tier_id
 
     @admin.display(description="wallet")
     def wallet_handle(self, obj: User) -> str:
@@ -152,3 +211,32 @@ class TokenFamilyAdmin(ReadOnlyAdmin):
                 data={"family": str(family.id)},
             )
         self.message_user(request, f"Revoked {len(families)} login(s).", messages.SUCCESS)
+
+
+@admin.register(Tier)
+class TierAdmin(admin.ModelAdmin):
+    """The limits of each KYC tier, in minor units. Staff see them; editing them needs
+    `change_tier` (superusers): they are policy. Tiers are never deleted (users point at
+    them, PROTECT); a new one is added, and users are moved with the user action."""
+
+    list_display = (
+        "code",
+        "name",
+        "per_transaction_limit",
+        "daily_outgoing_limit",
+        "monthly_outgoing_limit",
+        "balance_ceiling",
+    )
+    ordering = ("per_transaction_limit", "code")
+
+    def get_readonly_fields(self, request, obj=None):
+        # The code is the key users point at: set once, when the tier is added.
+        return ("code",) if obj is not None else ()
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
