@@ -67,7 +67,8 @@ class MerchantWebhookViewSet(ApiViewSet):
         operation_id="merchant_webhook_endpoint_list",
         responses={200: WebhookEndpointListOut, **problems(*AUTHENTICATED, "forbidden")},
     )
-    def list(self, request):
+    # Not named `list`: drf-spectacular would document a list action as a bare array.
+    def index(self, request):
         wallet = caller_merchant_wallet(request)
         return Response(WebhookEndpointListOut({"data": webhook_endpoints_of(wallet=wallet)}).data)
 

@@ -35,7 +35,7 @@ urlpatterns = [
     path("wallet/statements/<str:month>", StatementViewSet.as_view({"get": "retrieve"}), name="wallet-statement"),
     path(
         "merchant/webhook-endpoints",
-        MerchantWebhookViewSet.as_view({"get": "list", "post": "create"}),
+        MerchantWebhookViewSet.as_view({"get": "index", "post": "create"}),
         name="merchant-webhook-endpoints",
     ),
     path(
