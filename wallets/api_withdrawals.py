@@ -19,6 +19,7 @@ from wallets.money import money_response
 from wallets.sandbox_bank import SIGNATURE_HEADER
 from wallets.withdrawals import (
     EVENT_TYPES,
+    PUBLIC_STATUSES,
     bank_account_create,
     bank_account_out,
     bank_accounts_list,
@@ -78,13 +79,13 @@ class WithdrawIn(StrictSerializer):
 
 class WithdrawOut(serializers.Serializer):
     withdrawal_id = serializers.UUIDField()
-    status = serializers.ChoiceField(choices=["pending"])
+    status = serializers.ChoiceField(choices=PUBLIC_STATUSES, help_text="Always pending: the bank has not answered yet")
     amount = serializers.IntegerField()
 
 
 class WithdrawalOut(serializers.Serializer):
     withdrawal_id = serializers.UUIDField()
-    status = serializers.ChoiceField(choices=["pending", "succeeded", "failed"])
+    status = serializers.ChoiceField(choices=PUBLIC_STATUSES)
     amount = serializers.IntegerField()
     currency = serializers.CharField()
     bank_account = BankAccountOut()
@@ -198,7 +199,7 @@ class BankWebhookOut(serializers.Serializer):
         ),
     )
     withdrawal_id = serializers.UUIDField(allow_null=True)
-    status = serializers.ChoiceField(choices=["pending", "succeeded", "failed"], allow_null=True)
+    status = serializers.ChoiceField(choices=PUBLIC_STATUSES, allow_null=True)
 
 
 def _event_from_body(raw: bytes) -> dict:

@@ -8,7 +8,7 @@ The payout API the bank client (wallets.bank) calls, under /sandbox/bank:
   call counts in `submissions`, so tests can see the bank was asked once).
 - GET payouts/{reference}: the payout, or 404.
 - POST payouts/{reference}/cancel: a processing payout becomes cancelled; a settled one keeps
-  its status (answered with 409).
+  its status. Either way the answer is the payout (200): its status says which happened.
 
 How a new payout is settled depends on SANDBOX_BANK_MODE: `manual` waits for
 POST /sandbox/payouts/{withdrawal_id}/complete {"outcome": "succeeded"|"failed"};
@@ -225,14 +225,14 @@ class PayoutCancelView(_SandboxView):
         parameters=[REFERENCE],
         request=None,
         auth=[],
-        responses={200: PayoutOut, 409: PayoutOut, **problems("withdrawal_not_found")},
+        responses={200: PayoutOut, **problems("withdrawal_not_found")},
     )
     def post(self, request, reference: str):
-        payout, cancelled = sandbox_payout_cancel(reference=reference)
-        return Response(sandbox_payout_out(payout), status=200 if cancelled else 409)
+        payout, _ = sandbox_payout_cancel(reference=reference)
+        return Response(sandbox_payout_out(payout))
 
 
-class CompleteIn(StrictSerializer):
+class PayoutCompleteIn(StrictSerializer):
     """How the sandbox bank settles the payout."""
 
     outcome = serializers.ChoiceField(choices=sorted(OUTCOMES), help_text="succeeded (paid) or failed (rejected)")
@@ -243,7 +243,7 @@ class CallbackAnswerOut(serializers.Serializer):
     body = serializers.JSONField(help_text="The callback's body (JSON)")
 
 
-class CompleteOut(serializers.Serializer):
+class PayoutCompleteOut(serializers.Serializer):
     withdrawal_id = serializers.CharField()
     outcome = serializers.ChoiceField(choices=sorted(OUTCOMES), help_text="The payout's settled outcome")
     event = serializers.JSONField(help_text="The callback delivered: {id, type, data}")
@@ -261,12 +261,12 @@ class PayoutCompleteView(_SandboxView):
         ),
         tags=["sandbox"],
         parameters=[OpenApiParameter("withdrawal_id", OpenApiTypes.STR, OpenApiParameter.PATH)],
-        request=CompleteIn,
+        request=PayoutCompleteIn,
         auth=[],
-        responses={200: CompleteOut, **problems("validation_failed", "withdrawal_not_found")},
+        responses={200: PayoutCompleteOut, **problems("validation_failed", "withdrawal_not_found")},
     )
     def post(self, request, withdrawal_id: str):
-        body = CompleteIn(data=request.data)
+        body = PayoutCompleteIn(data=request.data)
         body.is_valid(raise_exception=True)
         event, delivery = sandbox_payout_complete(reference=withdrawal_id, outcome=body.validated_data["outcome"])
         outcome = "succeeded" if event["type"] == EVENT_SUCCEEDED else "failed"

@@ -83,6 +83,9 @@ RECOVER_BATCH_SIZE = 100
 _FINGERPRINT_SALT = "wallets.bank_account.fingerprint.v1"
 
 Status = Withdrawal.Status
+# What the API shows of a withdrawal's status (submitting and submitted are pending to the
+# customer).
+PUBLIC_STATUSES = [("pending", "pending"), ("succeeded", "succeeded"), ("failed", "failed")]
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -173,6 +173,8 @@ SPECTACULAR_SETTINGS = {
         "PaymentStatusEnum": "wallets.models.PaymentAttempt.Status",
         "HistoryStatusEnum": "wallets.history.HISTORY_STATUSES",
         "CampaignStatusEnum": "wallets.models.CashbackCampaign.Status",
+        "WithdrawalStatusEnum": "wallets.withdrawals.PUBLIC_STATUSES",
+        "SandboxPayoutStatusEnum": "wallets.models.SandboxPayout.Status",
     },
 }
 
