@@ -67,7 +67,7 @@ urlpatterns = [
     ),
     path(
         "admin/campaigns",
-        CampaignAdminViewSet.as_view({"get": "list", "post": "create"}),
+        CampaignAdminViewSet.as_view({"get": "campaigns", "post": "create"}),
         name="admin-campaigns",
     ),
     path(
