@@ -66,12 +66,14 @@ MONEY_EVENT_TYPES = (
 # after the first, so an endpoint down for an hour still gets every event.
 RETRY_BASE_SECONDS = 60
 RETRY_MAX_SECONDS = 6 * 3600
-# Deliveries per claim, and how long the claim holds them: a run posts them one after the
-# other, each taking at most the timeout, so the lease must outlast a whole batch.
+# Deliveries per claim, and how long the claim holds them. A run posts them one after the
+# other and starts none after RUN_BUDGET_SECONDS (handing the rest back), so a claim lives
+# at most the budget plus one delivery (connect and read, each within the timeout of at
+# most 30 s): well inside the lease, so no second worker takes a row over while it is
+# being posted. The budget also keeps a slow endpoint from holding the worker's loop, and
+# the outbox behind it, for more than seconds.
 CLAIM_BATCH = 10
 LEASE_SECONDS = 120
-# A run stops starting deliveries after this (handing the rest back), so that a slow
-# endpoint holds the worker's loop, and the outbox behind it, for seconds, not minutes.
 RUN_BUDGET_SECONDS = 15
 MAX_ERROR_LENGTH = 2000
 MAX_ENDPOINTS_PER_WALLET = 10
