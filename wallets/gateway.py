@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from walletsite.breaker import CircuitBreaker, breaker_get
 from walletsite.errors import InvalidSignature
 
 SIGNATURE_HEADER = "Gateway-Signature"
@@ -26,6 +27,10 @@ SCHEME = "v1"
 # rotated); anything longer is not a header we wrote.
 MAX_HEADER_LENGTH = 1024
 DELIVERY_TIMEOUT_SECONDS = 5
+# A delivery target that failed this many times in a row (network failure or 5xx) gets no
+# request for the cool-down, then one probe (walletsite.breaker).
+DELIVERY_BREAKER_FAILURES = 5
+DELIVERY_BREAKER_COOLDOWN_SECONDS = 30
 # The sandbox delivers to this service's own PUBLIC_URL: an HTTP(S)_PROXY from the
 # environment (set for outbound traffic) must not route it elsewhere.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -111,6 +116,18 @@ def _read_body(raw: bytes) -> Any:
         return raw.decode("utf-8", "replace")
 
 
+def delivery_breaker(*, name: str) -> CircuitBreaker:
+    """The process's breaker for deliveries to one receiver (`name` says which)."""
+    return breaker_get(
+        name=name, failure_threshold=DELIVERY_BREAKER_FAILURES, cooldown_seconds=DELIVERY_BREAKER_COOLDOWN_SECONDS
+    )
+
+
+class DeliverySkipped(OSError):
+    """The circuit breaker refused the delivery: nothing was sent. An OSError, so callers
+    treat it as the network failure it stands in for."""
+
+
 def webhook_deliver(
     *,
     url: str,
@@ -118,10 +135,34 @@ def webhook_deliver(
     secret: str,
     header_name: str = SIGNATURE_HEADER,
     timeout: float = DELIVERY_TIMEOUT_SECONDS,
+    breaker: CircuitBreaker | None = None,
 ) -> Delivery:
     """POST `event` as JSON to `url` with a fresh signature, over real HTTP, as a gateway
     would. A 4xx or 5xx answer is returned, not raised; a network failure raises OSError
-    (urllib.error.URLError is one)."""
+    (urllib.error.URLError is one).
+
+    With a `breaker`, a network failure or a 5xx answer counts against the receiver; while
+    the breaker is open nothing is sent and DeliverySkipped is raised at once, so a caller
+    retrying into an outage does not pile up requests that each wait for the timeout."""
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"webhooks are delivered over http(s) only, not to {url!r}")
+    if breaker is None:
+        return _deliver(url=url, event=event, secret=secret, header_name=header_name, timeout=timeout)
+    if not breaker.allow():
+        raise DeliverySkipped(f"the {breaker.name} circuit is open; the delivery was not sent")
+    try:
+        delivery = _deliver(url=url, event=event, secret=secret, header_name=header_name, timeout=timeout)
+    except OSError:
+        breaker.record_failure()
+        raise
+    if delivery.status >= 500:
+        breaker.record_failure()
+    else:
+        breaker.record_success()
+    return delivery
+
+
+def _deliver(*, url: str, event: dict, secret: str, header_name: str, timeout: float) -> Delivery:
     if not url.startswith(("http://", "https://")):
         raise ValueError(f"webhooks are delivered over http(s) only, not to {url!r}")
     body = json.dumps(event, separators=(",", ":")).encode()

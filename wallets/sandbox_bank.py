@@ -41,7 +41,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from wallets.gateway import Delivery, webhook_deliver
+from wallets.gateway import Delivery, delivery_breaker, webhook_deliver
 from wallets.models import SandboxPayout
 from walletsite.errors import ServiceUnavailable, ValidationFailed, WithdrawalNotFound
 from walletsite.schema import problems
@@ -124,7 +124,11 @@ def sandbox_bank_callback(*, event: dict) -> Delivery:
     url = f"{settings.WALLET['PUBLIC_URL']}/api/v1/webhooks/bank"
     try:
         delivery = webhook_deliver(
-            url=url, event=event, secret=settings.WALLET["BANK_WEBHOOK_SECRET"], header_name=SIGNATURE_HEADER
+            url=url,
+            event=event,
+            secret=settings.WALLET["BANK_WEBHOOK_SECRET"],
+            header_name=SIGNATURE_HEADER,
+            breaker=delivery_breaker(name="bank_callback"),
         )
     except OSError as exc:
         logger.warning("sandbox bank callback failed", extra={"url": url, "error": str(exc)})

@@ -22,13 +22,13 @@ from django.utils import timezone
 
 from ledger.tests.invariants import assert_ledger_consistent
 from wallets.bank import BankError, BankUnreachable, bank_breaker, bank_payout_status, bank_payout_submit
-from wallets.gateway import webhook_deliver
+from wallets.gateway import DeliverySkipped, webhook_deliver
 from wallets.models import SandboxPayout, Withdrawal
 from wallets.sandbox_bank import sandbox_payout_settle
 from wallets.tests.factories import auth_header
 from wallets.tests.test_withdrawals import ACCOUNT_NUMBER, bank_event, funded_withdrawal, money, payouts_balance
 from wallets.withdrawals import _claim_next, withdrawals_recover, withdrawals_submit
-from walletsite.breaker import breakers_reset
+from walletsite.breaker import CircuitBreaker, breakers_reset
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -344,3 +344,25 @@ def test_while_the_bank_fails_withdrawals_wait_and_go_out_once_it_recovers(bank,
     assert sorted(p.submissions for p in SandboxPayout.objects.all()) == [1] * 5
     assert {status_of(w) for _, w in made} == {"submitted"}
     assert_ledger_consistent()
+
+
+def test_gateway_deliveries_time_out_and_stop_while_the_receiver_fails(fake_bank):
+    # given: a receiver that answers 503, one that answers too late, and a breaker of 2
+    failing_receiver = fake_bank(status=503)
+    slow_receiver = fake_bank(status=200, delay=3)
+    breaker = CircuitBreaker(name="test_receiver", failure_threshold=2, cooldown_seconds=60)
+    event = {"id": "evt_1", "type": "payment.succeeded", "data": {}}
+    # when
+    answers = [
+        webhook_deliver(url=failing_receiver.url, event=event, secret="s" * 32, breaker=breaker) for _ in range(2)
+    ]
+    # then: after two failures nothing more is sent
+    assert [a.status for a in answers] == [503, 503]
+    with pytest.raises(DeliverySkipped):
+        webhook_deliver(url=failing_receiver.url, event=event, secret="s" * 32, breaker=breaker)
+    assert failing_receiver.requests == 2
+    # and a receiver that does not answer in time is a failure after the timeout
+    started = time.monotonic()
+    with pytest.raises(OSError):
+        webhook_deliver(url=slow_receiver.url, event=event, secret="s" * 32, timeout=1)
+    assert time.monotonic() - started < 2.5
