@@ -34,7 +34,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from wallets.gateway import Delivery, webhook_deliver
+from wallets.gateway import Delivery, delivery_breaker, webhook_deliver
 from wallets.models import PaymentAttempt
 from wallets.topups import EVENT_FAILED, EVENT_SUCCEEDED
 from walletsite.errors import PaymentNotFound, ServiceUnavailable
@@ -82,7 +82,12 @@ def sandbox_payment_complete(*, payment_id, outcome: str) -> tuple[dict, Deliver
     event = sandbox_event(attempt=_attempt(payment_id), outcome=outcome)
     url = f"{settings.WALLET['PUBLIC_URL']}/api/v1/webhooks/gateway"
     try:
-        delivery = webhook_deliver(url=url, event=event, secret=settings.WALLET["GATEWAY_WEBHOOK_SECRET"])
+        delivery = webhook_deliver(
+            url=url,
+            event=event,
+            secret=settings.WALLET["GATEWAY_WEBHOOK_SECRET"],
+            breaker=delivery_breaker(name="gateway_webhook"),
+        )
     except OSError as exc:
         logger.warning("sandbox webhook delivery failed", extra={"url": url, "error": str(exc)})
         raise ServiceUnavailable("The sandbox gateway could not reach the webhook at PUBLIC_URL") from None
