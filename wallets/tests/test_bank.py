@@ -366,3 +366,18 @@ def test_gateway_deliveries_time_out_and_stop_while_the_receiver_fails(fake_bank
     with pytest.raises(OSError):
         webhook_deliver(url=slow_receiver.url, event=event, secret="s" * 32, timeout=1)
     assert time.monotonic() - started < 2.5
+
+
+def test_the_worker_runs_the_payout_and_recovery_jobs(bank):
+    # given
+    from wallets.worker import Worker, default_jobs
+
+    wallet, withdrawal = funded_withdrawal(amount=40_000, funds=100_000)
+    names = [job.name for job in default_jobs()]
+    # when
+    Worker(jobs=[job for job in default_jobs() if "withdrawals" in job.name]).run_once()
+    # then
+    assert {"submit_withdrawals", "recover_withdrawals"} <= set(names)
+    assert status_of(withdrawal) == "submitted" and submissions(withdrawal) == 1
+    assert money(wallet) == (100_000, 40_000)
+    assert_ledger_consistent()
