@@ -144,7 +144,7 @@ def _require_pending(adjustment: Adjustment) -> None:
         raise AdjustmentNotPending(f"The adjustment is {adjustment.status}, not pending approval")
 
 
-def adjustment_approve(*, adjustment_id, checker: User) -> Adjustment:
+def adjustment_approve(*, adjustment_id, checker: User, comment: str = "") -> Adjustment:
     """Post a pending adjustment, approved by `checker`, who must not be its maker. Approving
     twice (also at the same moment) posts once: the second approval waits for the row lock,
     then finds it posted (409 adjustment_not_pending)."""
@@ -188,7 +188,11 @@ def adjustment_approve(*, adjustment_id, checker: User) -> Adjustment:
                 action="adjustment.approved",
                 target=f"adjustment:{adjustment.id}",
                 reason=adjustment.reason,
-                data={"transaction_id": str(posted.transaction.id), "maker": adjustment.created_by.email},
+                data={
+                    "transaction_id": str(posted.transaction.id),
+                    "maker": adjustment.created_by.email,
+                    "comment": comment.strip(),
+                },
             )
             wallet_ids = Wallet.objects.filter(account_id__in=[source_id, target_id]).values_list("id", flat=True)
             outbox_emit(

@@ -30,7 +30,7 @@ from wallets.api_admin import ReasonIn, StaffWithPermission
 from wallets.models import Adjustment
 from wallets.money import money_response
 from walletsite.schema import AUTHENTICATED, IDEMPOTENCY_HEADER, problems
-from walletsite.serializers import AmountField, EmptySerializer, StrictSerializer, StringField
+from walletsite.serializers import AmountField, StrictSerializer, StringField
 from walletsite.views import ApiViewSet
 
 PARTY_ONE_OF = " or ".join(SYSTEM_PARTIES)
@@ -60,6 +60,12 @@ class AdjustmentIn(StrictSerializer):
         if not value.strip():
             raise serializers.ValidationError("Must not be blank")
         return value.strip()
+
+
+class ApproveIn(StrictSerializer):
+    comment = StringField(
+        max_length=1000, required=False, allow_blank=True, default="", help_text="Optional; kept in the audit log"
+    )
 
 
 class AdjustmentOut(serializers.Serializer):
@@ -208,7 +214,7 @@ class AdjustmentViewSet(ApiViewSet):
             "once. When the ledger refuses the movement (insufficient_funds) the adjustment stays pending."
         ),
         parameters=[ADJUSTMENT_ID],
-        request=EmptySerializer,
+        request=ApproveIn,
         responses={
             200: AdjustmentOut,
             **problems(
@@ -225,8 +231,11 @@ class AdjustmentViewSet(ApiViewSet):
         },
     )
     def approve(self, request, adjustment_id: str):
-        EmptySerializer(data=request.data).is_valid(raise_exception=True)
-        adjustment = adjustment_approve(adjustment_id=adjustment_id, checker=request.user)
+        body = ApproveIn(data=request.data)
+        body.is_valid(raise_exception=True)
+        adjustment = adjustment_approve(
+            adjustment_id=adjustment_id, checker=request.user, comment=body.validated_data["comment"]
+        )
         return Response(AdjustmentOut(adjustment_get(adjustment_id=adjustment.id)).data)
 
     @extend_schema(

@@ -91,7 +91,7 @@ def test_approval_by_another_staff_member_posts_once(api, maker, checker, alice)
         api, maker, {"from": wallet.handle, "to": "system:adjustments", "amount": 1_200, "reason": "chargeback"}
     ).json()["id"]
     # when
-    approved = decide(api, checker, adjustment_id, "approve")
+    approved = decide(api, checker, adjustment_id, "approve", {"comment": "ticket 7 checked"})
     again = decide(api, checker, adjustment_id, "approve")
     # then
     assert approved.status_code == 200, approved.json()
@@ -114,6 +114,7 @@ def test_approval_by_another_staff_member_posts_once(api, maker, checker, alice)
     }
     log = AuditLog.objects.get(action="adjustment.approved", target=f"adjustment:{adjustment_id}")
     assert log.actor_id == checker.id and log.data["transaction_id"] == body["transaction_id"]
+    assert log.data["comment"] == "ticket 7 checked"
     assert_ledger_consistent()
 
 
