@@ -263,6 +263,8 @@ def payment_refund(*, merchant: Wallet, transaction_id, amount: int | None = Non
     refunded_after = payment.refunded + amount
     fee_back_total = payment.fee if refunded_after == payment.amount else payment.fee * refunded_after // payment.amount
     fee_back = fee_back_total - payment.fee_refunded
+    # No lock of its own: only refunds of this payment change the grant's `reversed`, and
+    # they queue on the payment row locked above.
     grant = CashbackGrant.objects.filter(payment=payment).first()
 
     # Only the accounts this refund moves money on are locked: the fees and pool accounts
