@@ -299,3 +299,4 @@ def test_the_outgoing_query_reads_one_account_range_of_the_history_index(sender)
     scan = next(i for i, line in enumerate(lines) if "entry_account_history on ledger_entry e " in line)
     condition = next(line for line in lines[scan + 1 :] if "Index Cond" in line)
     assert "account_id" in condition and "id >" in condition, plan
+    assert_ledger_consistent()
