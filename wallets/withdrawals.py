@@ -596,6 +596,10 @@ def _process(event: dict) -> BankEventResult:
             actor_label=CALLBACK_ACTOR,
         )
         BankEvent.objects.filter(id=event["id"]).update(withdrawal=withdrawal, outcome=result)
+        if result in ("posted", "released"):
+            # The callback is the bank's latest word on the payout: staff see it in the admin.
+            said = "succeeded" if event["type"] == EVENT_SUCCEEDED else "failed"
+            Withdrawal.objects.filter(id=withdrawal.id).update(bank_status=said, updated_at=Now())
         withdrawal.refresh_from_db()
         return BankEventResult(result, withdrawal)
 

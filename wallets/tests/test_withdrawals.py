@@ -317,6 +317,7 @@ def test_a_success_callback_posts_the_hold_once(client):
     assert money(wallet) == (60_000, 0)
     withdrawal.refresh_from_db()
     assert withdrawal.status == "succeeded" and withdrawal.transaction is not None
+    assert withdrawal.bank_status == "succeeded"
     entry = Entry.objects.get(transaction=withdrawal.transaction, account_id=wallet.account_id)
     assert entry.amount == -40_000 and entry.type == "withdrawal"
     assert payouts_balance() == 40_000
@@ -338,6 +339,8 @@ def test_a_failure_callback_releases_and_a_late_success_is_flagged_not_posted(cl
     assert money(wallet) == (100_000, 0)
     withdrawal.refresh_from_db()
     assert withdrawal.status == "failed" and withdrawal.failure_reason == "account closed"
+    # a contradicting callback changes nothing, the bank status it recorded included
+    assert withdrawal.bank_status == "failed"
     assert withdrawal.flagged_for_review and "after the withdrawal was failed" in withdrawal.review_reason
     assert AuditLog.objects.filter(action="withdrawal.flag", target=f"withdrawal:{withdrawal.id}").count() == 1
     assert payouts_balance() == 0
