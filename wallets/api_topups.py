@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 from django.conf import settings
@@ -14,7 +13,7 @@ from rest_framework.response import Response
 
 from ledger.posting import MAX_BALANCE
 from wallets.api_wallet import caller_wallet
-from wallets.gateway import SIGNATURE_HEADER, signature_verify
+from wallets.gateway import SIGNATURE_HEADER, signature_parameter, signed_event
 from wallets.models import PaymentAttempt
 from wallets.money import money_response
 from wallets.topups import (
@@ -24,7 +23,6 @@ from wallets.topups import (
     payment_attempt_get,
     payment_attempt_out,
 )
-from walletsite.errors import ValidationFailed
 from walletsite.schema import AUTHENTICATED, IDEMPOTENCY_HEADER, problems
 from walletsite.serializers import AmountField, StrictSerializer, StringField
 from walletsite.views import ApiViewSet
@@ -149,18 +147,6 @@ class TopupViewSet(ApiViewSet):
         return Response(payment_attempt_out(payment_attempt_get(wallet=wallet, payment_id=payment_id)))
 
 
-def _event_from_body(raw: bytes) -> dict:
-    """The event, parsed from the bytes whose signature was checked (never from a second
-    reading of the request) and validated strictly."""
-    try:
-        parsed = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise ValidationFailed("The body is not valid JSON") from None
-    event = GatewayEventIn(data=parsed)
-    event.is_valid(raise_exception=True)
-    return event.validated_data
-
-
 class GatewayWebhookViewSet(ApiViewSet):
     # The gateway authenticates by signature, not by a bearer token or a session (so CSRF,
     # which protects ambient session credentials, has nothing to protect here).
@@ -176,15 +162,7 @@ class GatewayWebhookViewSet(ApiViewSet):
             "anything is parsed. Each event id is processed once; a payment is credited once, however many "
             "events report it."
         ),
-        parameters=[
-            OpenApiParameter(
-                SIGNATURE_HEADER,
-                OpenApiTypes.STR,
-                OpenApiParameter.HEADER,
-                required=True,
-                description="t=<unix seconds>,v1=<hex signature>[,v1=...]; t within 300 s of now",
-            )
-        ],
+        parameters=[signature_parameter(SIGNATURE_HEADER)],
         request=GatewayEventIn,
         auth=[],
         responses={
@@ -193,16 +171,12 @@ class GatewayWebhookViewSet(ApiViewSet):
         },
     )
     def gateway(self, request):
-        # request.body before anything touches request.data: the signature covers exactly
-        # these bytes, and DRF's parser must not have consumed the stream first.
-        raw = request.body
-        signature_verify(
-            header=request.headers.get(SIGNATURE_HEADER),
-            body=raw,
+        event = signed_event(
+            request,
+            header=SIGNATURE_HEADER,
             secret=settings.WALLET["GATEWAY_WEBHOOK_SECRET"],
-            tolerance_seconds=settings.WALLET["WEBHOOK_TOLERANCE_SECONDS"],
+            serializer_class=GatewayEventIn,
         )
-        event = _event_from_body(raw)
         outcome = gateway_event_process(event=event)
         attempt = outcome.payment_attempt
         logger.info(

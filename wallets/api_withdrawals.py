@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 from django.conf import settings
@@ -14,7 +13,7 @@ from rest_framework.response import Response
 
 from wallets.api_topups import GatewayAmountField
 from wallets.api_wallet import caller_wallet
-from wallets.gateway import signature_verify
+from wallets.gateway import signature_parameter, signed_event
 from wallets.money import money_response
 from wallets.sandbox_bank import SIGNATURE_HEADER
 from wallets.withdrawals import (
@@ -28,7 +27,6 @@ from wallets.withdrawals import (
     withdrawal_get,
     withdrawal_out,
 )
-from walletsite.errors import ValidationFailed
 from walletsite.schema import AUTHENTICATED, IDEMPOTENCY_HEADER, problems
 from walletsite.serializers import AmountField, PinField, StrictSerializer, StringField
 from walletsite.views import ApiViewSet
@@ -202,16 +200,6 @@ class BankWebhookOut(serializers.Serializer):
     status = serializers.ChoiceField(choices=PUBLIC_STATUSES, allow_null=True)
 
 
-def _event_from_body(raw: bytes) -> dict:
-    try:
-        parsed = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise ValidationFailed("The body is not valid JSON") from None
-    event = BankEventIn(data=parsed)
-    event.is_valid(raise_exception=True)
-    return event.validated_data
-
-
 class BankWebhookViewSet(ApiViewSet):
     # The bank authenticates by signature, not by a token or a session.
     authentication_classes = []
@@ -225,15 +213,7 @@ class BankWebhookViewSet(ApiViewSet):
             '<raw body>")>` with the bank webhook secret, checked on the raw body. Each event id is processed once; '
             "a withdrawal is posted or released once, however many events report it."
         ),
-        parameters=[
-            OpenApiParameter(
-                SIGNATURE_HEADER,
-                OpenApiTypes.STR,
-                OpenApiParameter.HEADER,
-                required=True,
-                description="t=<unix seconds>,v1=<hex signature>[,v1=...]; t within 300 s of now",
-            )
-        ],
+        parameters=[signature_parameter(SIGNATURE_HEADER)],
         request=BankEventIn,
         auth=[],
         responses={
@@ -242,15 +222,12 @@ class BankWebhookViewSet(ApiViewSet):
         },
     )
     def bank(self, request):
-        # The raw bytes first: the signature covers exactly them.
-        raw = request.body
-        signature_verify(
-            header=request.headers.get(SIGNATURE_HEADER),
-            body=raw,
+        event = signed_event(
+            request,
+            header=SIGNATURE_HEADER,
             secret=settings.WALLET["BANK_WEBHOOK_SECRET"],
-            tolerance_seconds=settings.WALLET["WEBHOOK_TOLERANCE_SECONDS"],
+            serializer_class=BankEventIn,
         )
-        event = _event_from_body(raw)
         outcome = bank_event_process(event=event)
         logger.info(
             "bank event", extra={"event_id": event["id"], "event_type": event["type"], "result": outcome.result}

@@ -182,3 +182,41 @@ def _deliver(*, url: str, event: dict, secret: str, header_name: str, timeout: f
     except urllib.error.HTTPError as answer:
         with answer:
             return Delivery(status=answer.code, body=_read_body(answer.read()))
+
+
+def signed_event(request, *, header: str, secret: str, serializer_class) -> dict:
+    """The event of a signed webhook request (the gateway's, the bank's): the signature in
+    `header` checked on the raw body before anything parses it, then the JSON parsed from
+    those same bytes (never from a second reading of the request) and validated strictly."""
+    from django.conf import settings
+
+    from walletsite.errors import ValidationFailed
+
+    raw = request.body
+    signature_verify(
+        header=request.headers.get(header),
+        body=raw,
+        secret=secret,
+        tolerance_seconds=settings.WALLET["WEBHOOK_TOLERANCE_SECONDS"],
+    )
+    try:
+        parsed = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ValidationFailed("The body is not valid JSON") from None
+    event = serializer_class(data=parsed)
+    event.is_valid(raise_exception=True)
+    return event.validated_data
+
+
+def signature_parameter(header: str):
+    """The OpenAPI description of a signature header."""
+    from drf_spectacular.types import OpenApiTypes
+    from drf_spectacular.utils import OpenApiParameter
+
+    return OpenApiParameter(
+        header,
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        required=True,
+        description="t=<unix seconds>,v1=<hex signature>[,v1=...]; t within 300 s of now",
+    )
