@@ -27,6 +27,8 @@ SEEDS = (
     ("accounts.migrations.0003_tier_staff_groups", "add_permissions"),
     ("wallets.migrations.0011_adjustments_staff_groups", "add_permissions"),
     ("wallets.migrations.0008_merchants_staff_groups", "add_permissions"),
+    ("wallets.migrations.0006_notifications_staff_groups", "add_permissions"),
+    ("wallets.migrations.0012_withdrawals_staff_groups", "add_permissions"),
 )
 
 

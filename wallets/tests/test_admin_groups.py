@@ -47,3 +47,24 @@ def test_support_only_views():
     assert "wallets.view_wallet" in codenames
     assert "ledger.view_entry" in codenames
     assert all(c.split(".")[1].startswith("view_") for c in codenames)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_every_group_permission_survives_a_transactional_flush():
+    # Transactional tests flush every table; conftest re-seeds what data migrations created.
+    # Every migration that grants group permissions must be in that list, or a test after a
+    # flush sees groups without them.
+    import importlib
+    import pkgutil
+
+    import conftest
+
+    seeded = {module for module, _ in conftest.SEEDS}
+    for app in ("accounts", "wallets", "ledger"):
+        package = importlib.import_module(f"{app}.migrations")
+        for info in pkgutil.iter_modules(package.__path__):
+            source = importlib.util.find_spec(f"{app}.migrations.{info.name}").loader.get_source(
+                f"{app}.migrations.{info.name}"
+            )
+            if "RunPython" in source and ("permissions" in source or "Group" in source):
+                assert f"{app}.migrations.{info.name}" in seeded, info.name
