@@ -45,8 +45,8 @@ class BankAccountIn(StrictSerializer):
     )
     ifsc = serializers.RegexField(
         r"^[A-Z]{4}0[A-Z0-9]{6}\Z",
-        error_messages={"invalid": "Must be an IFSC: 4 letters, 0, then 6 letters or digits (AAAA0XXXXXX)"},
-        help_text="Indian Financial System Code, AAAA0XXXXXX",
+        error_messages={"invalid": "Must be an IFSC: 4 letters, 0, then 6 letters or digits (e.g. HDFC0001234)"},
+        help_text="Indian Financial System Code: 4 letters, 0, 6 letters or digits (e.g. HDFC0001234)",
     )
     holder_name = StringField(min_length=1, max_length=140, help_text="The name on the account")
 

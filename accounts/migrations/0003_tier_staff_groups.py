@@ -5,36 +5,18 @@ created here, as wallets' 0002_staff_groups explains."""
 
 from django.db import migrations
 
-VIEW = ("view_tier", "Can view tier")
-OPERATIONS_EXTRA = (("change_user_tier", "Can change the KYC tier of a user"),)
+from walletsite.staff_groups import staff_permissions_grant, staff_permissions_revoke
 
-
-def _permission(apps, codename: str, name: str):
-    ContentType = apps.get_model("contenttypes", "ContentType")
-    Permission = apps.get_model("auth", "Permission")
-    content_type, _ = ContentType.objects.get_or_create(app_label="accounts", model="tier")
-    permission, _ = Permission.objects.get_or_create(
-        content_type=content_type, codename=codename, defaults={"name": name}
-    )
-    return permission
+VIEWS = {"tier": "tier"}
+OPERATIONS_EXTRA = (("tier", "change_user_tier", "Can change the KYC tier of a user"),)
 
 
 def add_permissions(apps, schema_editor):
-    Group = apps.get_model("auth", "Group")
-    view = _permission(apps, *VIEW)
-    extra = [_permission(apps, *codename_name) for codename_name in OPERATIONS_EXTRA]
-    operations, _ = Group.objects.get_or_create(name="operations")
-    operations.permissions.add(view, *extra)
-    support, _ = Group.objects.get_or_create(name="support")
-    support.permissions.add(view)
+    staff_permissions_grant(apps, app_label="accounts", views=VIEWS, operations_extra=OPERATIONS_EXTRA)
 
 
 def remove_permissions(apps, schema_editor):
-    Permission = apps.get_model("auth", "Permission")
-    codenames = [VIEW[0], *(codename for codename, _ in OPERATIONS_EXTRA)]
-    permissions = Permission.objects.filter(content_type__app_label="accounts", codename__in=codenames)
-    for group in apps.get_model("auth", "Group").objects.filter(name__in=["operations", "support"]):
-        group.permissions.remove(*permissions)
+    staff_permissions_revoke(apps, app_label="accounts", views=VIEWS, operations_extra=OPERATIONS_EXTRA)
 
 
 class Migration(migrations.Migration):

@@ -5,39 +5,22 @@ because Django only creates them after the last migration."""
 
 from django.db import migrations
 
-MODELS = {
+from walletsite.staff_groups import staff_permissions_grant, staff_permissions_revoke
+
+VIEWS = {
     "webhookendpoint": "webhook endpoint",
     "webhookdelivery": "webhook delivery",
     "emailnotification": "email notification",
 }
-RETRY = ("retry_webhookdelivery", "Can retry webhook deliveries")
-
-
-def _permission(apps, model: str, codename: str, name: str):
-    ContentType = apps.get_model("contenttypes", "ContentType")
-    Permission = apps.get_model("auth", "Permission")
-    content_type, _ = ContentType.objects.get_or_create(app_label="wallets", model=model)
-    permission, _ = Permission.objects.get_or_create(
-        content_type=content_type, codename=codename, defaults={"name": name}
-    )
-    return permission
+OPERATIONS_EXTRA = (("webhookdelivery", "retry_webhookdelivery", "Can retry webhook deliveries"),)
 
 
 def add_permissions(apps, schema_editor):
-    Group = apps.get_model("auth", "Group")
-    views = [_permission(apps, model, f"view_{model}", f"Can view {name}") for model, name in MODELS.items()]
-    retry = _permission(apps, "webhookdelivery", *RETRY)
-    operations, _ = Group.objects.get_or_create(name="operations")
-    operations.permissions.add(*views, retry)
-    support, _ = Group.objects.get_or_create(name="support")
-    support.permissions.add(*views)
+    staff_permissions_grant(apps, app_label="wallets", views=VIEWS, operations_extra=OPERATIONS_EXTRA)
 
 
 def remove_permissions(apps, schema_editor):
-    Permission = apps.get_model("auth", "Permission")
-    codenames = [f"view_{model}" for model in MODELS] + [RETRY[0]]
-    for group in apps.get_model("auth", "Group").objects.filter(name__in=["operations", "support"]):
-        group.permissions.remove(*Permission.objects.filter(content_type__app_label="wallets", codename__in=codenames))
+    staff_permissions_revoke(apps, app_label="wallets", views=VIEWS, operations_extra=OPERATIONS_EXTRA)
 
 
 class Migration(migrations.Migration):

@@ -6,39 +6,21 @@ maker), so two members of operations check each other. Permissions are created h
 
 from django.db import migrations
 
-VIEW = ("view_adjustment", "Can view adjustment")
+from walletsite.staff_groups import staff_permissions_grant, staff_permissions_revoke
+
+VIEWS = {"adjustment": "adjustment"}
 OPERATIONS_EXTRA = (
-    ("make_adjustment", "Can create manual adjustments (maker)"),
-    ("approve_adjustment", "Can approve or reject adjustments of other staff (checker)"),
+    ("adjustment", "make_adjustment", "Can create manual adjustments (maker)"),
+    ("adjustment", "approve_adjustment", "Can approve or reject adjustments of other staff (checker)"),
 )
 
 
-def _permission(apps, codename: str, name: str):
-    ContentType = apps.get_model("contenttypes", "ContentType")
-    Permission = apps.get_model("auth", "Permission")
-    content_type, _ = ContentType.objects.get_or_create(app_label="wallets", model="adjustment")
-    permission, _ = Permission.objects.get_or_create(
-        content_type=content_type, codename=codename, defaults={"name": name}
-    )
-    return permission
-
-
 def add_permissions(apps, schema_editor):
-    Group = apps.get_model("auth", "Group")
-    view = _permission(apps, *VIEW)
-    extra = [_permission(apps, *codename_name) for codename_name in OPERATIONS_EXTRA]
-    operations, _ = Group.objects.get_or_create(name="operations")
-    operations.permissions.add(view, *extra)
-    support, _ = Group.objects.get_or_create(name="support")
-    support.permissions.add(view)
+    staff_permissions_grant(apps, app_label="wallets", views=VIEWS, operations_extra=OPERATIONS_EXTRA)
 
 
 def remove_permissions(apps, schema_editor):
-    Permission = apps.get_model("auth", "Permission")
-    codenames = [VIEW[0], *(codename for codename, _ in OPERATIONS_EXTRA)]
-    permissions = Permission.objects.filter(content_type__app_label="wallets", codename__in=codenames)
-    for group in apps.get_model("auth", "Group").objects.filter(name__in=["operations", "support"]):
-        group.permissions.remove(*permissions)
+    staff_permissions_revoke(apps, app_label="wallets", views=VIEWS, operations_extra=OPERATIONS_EXTRA)
 
 
 class Migration(migrations.Migration):
