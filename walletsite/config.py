@@ -7,6 +7,7 @@ typo in a deployment fails at start instead of at the first payment.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -110,6 +111,10 @@ class Config:
     default_from_email: str = "wallet@localhost"
     webhook_max_attempts: int = 8
     webhook_timeout_seconds: int = 5
+    # Rate limits (walletsite.throttles): the networks of the reverse proxies in front of the
+    # service. Only a request whose REMOTE_ADDR is in one of them has its client address read
+    # from X-Forwarded-For; empty: REMOTE_ADDR is the client.
+    trusted_proxies: tuple[str, ...] = ()
 
 
 def _text(env: dict[str, str], name: str, default: str) -> str:
@@ -210,6 +215,21 @@ def _rate_limits(env: dict[str, str]) -> dict[str, str] | None:
             )
         rates[scope] = rate
     return rates
+
+
+def _trusted_proxies(env: dict[str, str]) -> tuple[str, ...]:
+    """TRUSTED_PROXIES: comma-separated addresses or networks, `10.0.0.0/8,192.0.2.7`."""
+    networks = []
+    for part in env.get("TRUSTED_PROXIES", "").split(","):
+        if not part.strip():
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(part.strip(), strict=False)))
+        except ValueError:
+            raise ConfigError(
+                f"TRUSTED_PROXIES must be comma-separated IP addresses or networks such as 10.0.0.0/8, got {part!r}"
+            ) from None
+    return tuple(networks)
 
 
 def _secrets(env: dict[str, str], production: bool, data_dir: Path) -> dict[str, str]:
@@ -319,4 +339,5 @@ def load(environ: dict[str, str] | None = None) -> Config:
         default_from_email=_email(env, "DEFAULT_FROM_EMAIL", "wallet@localhost"),
         webhook_max_attempts=_integer(env, "WEBHOOK_MAX_ATTEMPTS", 8, 1, 50),
         webhook_timeout_seconds=_integer(env, "WEBHOOK_TIMEOUT_SECONDS", 5, 1, 30),
+        trusted_proxies=_trusted_proxies(env),
     )

@@ -139,8 +139,11 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "walletsite.errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
+    # Empty when RATE_LIMITS=off, which turns every throttle off (walletsite.throttles).
     "DEFAULT_THROTTLE_RATES": CONFIG.rate_limits or {},
 }
+# The reverse proxies whose X-Forwarded-For the throttles believe (walletsite.throttles.client_ip).
+TRUSTED_PROXIES = CONFIG.trusted_proxies
 
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(seconds=CONFIG.access_token_seconds),

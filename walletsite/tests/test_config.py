@@ -55,6 +55,8 @@ def prod_env(tmp_path) -> dict[str, str]:
         ("RATE_LIMITS", "bad"),
         ("RATE_LIMITS", "login=fast"),
         ("RATE_LIMITS", "nosuchscope=5/min"),
+        ("TRUSTED_PROXIES", "10.0.0.0/33"),
+        ("TRUSTED_PROXIES", "proxy.internal"),
         ("GATEWAY_SANDBOX", "maybe"),
         ("DJANGO_DEBUG", "sometimes"),
         ("DJANGO_ENV", "staging"),
@@ -168,6 +170,15 @@ def test_rate_limits_off_and_overrides(dev_env):
     # then
     assert off.rate_limits is None
     assert custom.rate_limits == {**config.DEFAULT_RATE_LIMITS, "login": "5/min", "pin": "3/hour"}
+
+
+def test_trusted_proxies_are_networks(dev_env):
+    # when
+    none = config.load(dev_env)
+    some = config.load({**dev_env, "TRUSTED_PROXIES": " 10.0.0.7/8, 192.0.2.7 ,2001:db8::/32,"})
+    # then: empty by default (REMOTE_ADDR is the client); addresses become networks
+    assert none.trusted_proxies == ()
+    assert some.trusted_proxies == ("10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32")
 
 
 def test_database_url_with_quoted_password_and_a_socket_directory(dev_env):
