@@ -1,10 +1,12 @@
 """A hypothesis state machine over every money flow at once, against a model: top-ups with
-duplicate webhooks, merchant payments with a fee and a cashback campaign funded from the
-pool, full and partial refunds (fee and cashback given back in proportion), withdrawals that
-the bank settles, rejects or leaves pending, with duplicate and contradicting callbacks.
-Everything goes through the HTTP API on real PostgreSQL. After every step each wallet's
-balance and held amount, the fees account and the cashback pool equal the model, and every
-ledger invariant holds."""
+duplicate webhooks; payments to two merchants with random fees (one of them under a cashback
+campaign of random rate, cap and budget, paid from a pool funded as it goes), retried with
+the same Idempotency-Key; full, partial and excessive refunds (fee and cashback given back in
+proportion); merchants spending what they were paid; withdrawals that the bank settles,
+rejects or leaves pending, with duplicate and contradicting callbacks. Everything goes
+through the HTTP API on real PostgreSQL. After every step each wallet's balance and held
+amount, the fees account, the cashback pool and the campaign's spending equal the model, and
+every ledger invariant holds."""
 
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from ledger.posting import Leg, PostingCommand, atomic, system_account, transact
 from ledger.tests.invariants import assert_ledger_consistent
 from wallets.cashback import campaign_create
 from wallets.gateway import signature_header
-from wallets.models import Wallet
+from wallets.models import CashbackCampaign, Wallet
 from wallets.payments import merchant_fee_set
 from wallets.tests.factories import auth_header, register_user
 from wallets.tests.test_property import _webhook
@@ -34,8 +36,6 @@ from wallets.withdrawals import EVENT_FAILED, EVENT_SUCCEEDED
 
 pytestmark = pytest.mark.django_db
 
-FEE_BPS = 250
-CASHBACK_BPS, CASHBACK_CAP, CASHBACK_BUDGET, POOL = 1_000, 300, 2_000, 1_500
 AMOUNTS = st.integers(min_value=1, max_value=4_000)
 
 
@@ -48,8 +48,14 @@ class MoneyMachine(RuleBasedStateMachine):
     payments = Bundle("payments")
     withdrawals = Bundle("withdrawals")
 
-    @initialize()
-    def open_shop(self):
+    @initialize(
+        fees=st.lists(st.integers(0, 10_000), min_size=2, max_size=2),
+        bps=st.integers(1, 10_000),
+        cap=st.integers(1, 2_000),
+        budget=st.integers(1, 5_000),
+        pool=st.integers(0, 3_000),
+    )
+    def open_the_shops(self, fees, bps, cap, budget, pool):
         self.client = APIClient()
         self.balance: dict[str, int] = {}
         self.held: dict[str, int] = {}
@@ -57,34 +63,49 @@ class MoneyMachine(RuleBasedStateMachine):
         self.bank_account: dict[str, str] = {}
         self.payment: dict[str, dict] = {}
         self.withdrawal: dict[str, dict] = {}
-        merchant_user, merchant = register_user(role="merchant", business_name="Model Shop")
-        merchant_fee_set(merchant=merchant, fee_bps=FEE_BPS)
-        self.merchant = merchant.handle
-        self.balance[self.merchant] = 0
-        self.held[self.merchant] = 0
-        self.auth[self.merchant] = auth_header(merchant_user)
+        self.fee_bps: dict[str, int] = {}
+        self.merchants: list[str] = []
+        for number, fee in enumerate(fees):
+            merchant_user, merchant = register_user(role="merchant", business_name=f"Model Shop {number}")
+            merchant_fee_set(merchant=merchant, fee_bps=fee)
+            self.merchants.append(merchant.handle)
+            self.fee_bps[merchant.handle] = fee
+            self.balance[merchant.handle] = 0
+            self.held[merchant.handle] = 0
+            self.auth[merchant.handle] = auth_header(merchant_user)
+        # The campaign covers the first merchant only, so payments to the second one show
+        # that cashback is not paid outside a campaign. Examples share one database; a
+        # campaign bound to this example's merchant cannot reach another example's.
         staff = register_user()[0]
         now = timezone.now()
-        campaign_create(
+        self.campaign = campaign_create(
             actor=staff,
             name="Model cashback",
-            bps=CASHBACK_BPS,
-            cap_per_payment=CASHBACK_CAP,
-            budget=CASHBACK_BUDGET,
+            bps=bps,
+            cap_per_payment=cap,
+            budget=budget,
             starts_at=now - timedelta(hours=1),
             ends_at=now + timedelta(days=1),
-            merchant=self.merchant,
+            merchant=self.merchants[0],
         )
-        self.budget_left = CASHBACK_BUDGET
+        self.spent = 0
+        if pool:
+            self._fund_pool(pool)
+        self.pool = _system_balance("cashback_pool")
+        self.fees = _system_balance("fees")
+
+    def _fund_pool(self, amount: int) -> None:
+        """As an approved adjustment would: adjustments -> cashback_pool."""
         with atomic():
             transaction_post(
                 command=PostingCommand(
                     type="adjustment",
-                    legs=(Leg(system_account("adjustments").id, -POOL), Leg(system_account("cashback_pool").id, POOL)),
+                    legs=(
+                        Leg(system_account("adjustments").id, -amount),
+                        Leg(system_account("cashback_pool").id, amount),
+                    ),
                 )
             )
-        self.pool = _system_balance("cashback_pool")
-        self.fees = _system_balance("fees")
 
     @rule(target=customers)
     def register(self):
@@ -107,10 +128,20 @@ class MoneyMachine(RuleBasedStateMachine):
     def _available(self, handle: str) -> int:
         return self.balance[handle] - self.held[handle]
 
-    @rule(target=payments, customer=customers, amount=AMOUNTS, retries=st.integers(0, 1))
-    def pay(self, customer, amount, retries):
+    @rule(
+        target=payments,
+        customer=customers,
+        data=st.data(),
+        amount=AMOUNTS,
+        retries=st.integers(0, 2),
+        order=st.booleans(),
+    )
+    def pay(self, customer, data, amount, retries, order):
+        shop = data.draw(st.sampled_from(self.merchants))
         key = uuid.uuid4().hex
-        body = {"merchant": self.merchant, "amount": amount, "pin": "1234"}
+        body = {"merchant": shop, "amount": amount, "pin": "1234"}
+        if order:
+            body["order_id"] = f"o-{key[:6]}"
         response = self._post(customer, "/api/v1/wallet/pay", body, key=key)
         for _ in range(retries):
             again = self._post(customer, "/api/v1/wallet/pay", body, key=key)
@@ -120,19 +151,24 @@ class MoneyMachine(RuleBasedStateMachine):
             return None
         assert response.status_code == 201, response.json()
         answer = response.json()
-        fee = amount * FEE_BPS // 10_000
+        fee = amount * self.fee_bps[shop] // 10_000
         assert answer["fee"] == fee
-        earned = min(amount * CASHBACK_BPS // 10_000, CASHBACK_CAP, self.budget_left)
-        cashback = earned if 0 < earned <= self.pool else 0
+        cashback = 0
+        if shop == self.merchants[0]:
+            earned = min(
+                amount * self.campaign.bps // 10_000, self.campaign.cap_per_payment, self.campaign.budget - self.spent
+            )
+            cashback = earned if 0 < earned <= self.pool else 0
         assert answer.get("cashback", {}).get("amount", 0) == cashback
         self.balance[customer] += cashback - amount
-        self.balance[self.merchant] += amount - fee
+        self.balance[shop] += amount - fee
         self.fees += fee
         self.pool -= cashback
-        self.budget_left -= cashback
+        self.spent += cashback
         transaction_id = answer["transaction"]["id"]
         self.payment[transaction_id] = {
             "customer": customer,
+            "merchant": shop,
             "amount": amount,
             "fee": fee,
             "refunded": 0,
@@ -143,17 +179,18 @@ class MoneyMachine(RuleBasedStateMachine):
         assert answer["balance"] == self.balance[customer]
         return transaction_id
 
-    @rule(payment=payments, amount=st.one_of(st.none(), AMOUNTS), retries=st.integers(0, 1))
+    @rule(payment=payments, amount=st.one_of(st.none(), st.integers(1, 6_000)), retries=st.integers(0, 2))
     def refund(self, payment, amount, retries):
         if payment is None:
             return
         p = self.payment[payment]
+        shop = p["merchant"]
         key = uuid.uuid4().hex
         body = {} if amount is None else {"amount": amount}
         url = f"/api/v1/merchant/payments/{payment}/refund"
-        response = self._post(self.merchant, url, body, key=key)
+        response = self._post(shop, url, body, key=key)
         for _ in range(retries):
-            again = self._post(self.merchant, url, body, key=key)
+            again = self._post(shop, url, body, key=key)
             assert (again.status_code, again.json()) == (response.status_code, response.json())
         left = p["amount"] - p["refunded"]
         wanted = left if amount is None else amount
@@ -164,12 +201,12 @@ class MoneyMachine(RuleBasedStateMachine):
             assert response.status_code == 422, response.json()
             assert response.json()["code"] in ("refund_exceeds_payment", "validation_failed")
             return
-        if wanted - fee_part > self._available(self.merchant):
+        if wanted - fee_part > self._available(shop):
             assert (response.status_code, response.json()["code"]) == (422, "insufficient_funds")
             return
         assert response.status_code == 201, response.json()
         customer = p["customer"]
-        self.balance[self.merchant] -= wanted - fee_part
+        self.balance[shop] -= wanted - fee_part
         self.fees -= fee_part
         self.balance[customer] += wanted
         target = p["cashback"] if refunded_after >= p["amount"] else p["cashback"] * refunded_after // p["amount"]
@@ -177,6 +214,25 @@ class MoneyMachine(RuleBasedStateMachine):
         self.balance[customer] -= reverse
         self.pool += reverse
         p.update(refunded=refunded_after, fee_back=fee_back_after, cashback_back=p["cashback_back"] + reverse)
+        answer = response.json()
+        assert (answer["amount"], answer["fee_refunded"], answer["cashback_reversed"]) == (wanted, fee_part, reverse)
+        assert answer["payment"]["refunded_total"] == refunded_after
+
+    @rule(data=st.data(), customer=customers, amount=AMOUNTS)
+    def merchant_spends(self, data, customer, amount):
+        shop = data.draw(st.sampled_from(self.merchants))
+        response = self._post(shop, "/api/v1/wallet/transfer", {"to": customer, "amount": amount, "pin": "1234"})
+        if amount > self._available(shop):
+            assert (response.status_code, response.json()["code"]) == (422, "insufficient_funds")
+            return
+        assert response.status_code == 201, response.json()
+        self.balance[shop] -= amount
+        self.balance[customer] += amount
+
+    @rule(amount=st.integers(1, 2_000))
+    def fund_the_pool(self, amount):
+        self._fund_pool(amount)
+        self.pool += amount
 
     @rule(target=withdrawals, customer=customers, amount=AMOUNTS)
     def withdraw(self, customer, amount):
@@ -258,6 +314,11 @@ class MoneyMachine(RuleBasedStateMachine):
         assert _system_balance("fees") == self.fees
         assert _system_balance("cashback_pool") == self.pool
         assert Account.objects.get(code="cashback_pool").balance >= 0
+
+    @invariant()
+    def campaign_within_its_budget(self):
+        campaign = CashbackCampaign.objects.get(id=self.campaign.id)
+        assert campaign.spent == self.spent <= campaign.budget
 
     @invariant()
     def ledger_is_consistent(self):
