@@ -1,0 +1,351 @@
+"""Broken object-level authorization: every route that takes an id, tried with another
+principal's credentials on the victim's object.
+
+An object of someone else's answers exactly what an id that does not exist answers (404 with
+the same body: API.md, "only a party to it may read it"), so ids cannot be probed; a caller
+of the wrong kind (a customer on a merchant or staff route) gets the 403 it gets whatever the
+id. Nothing changes in the database but the refused caller's own idempotency record. Then
+the owner's request succeeds, which shows the id was real and actionable all along.
+
+The table is checked against the URL resolver: a new route with a path parameter fails
+`test_every_route_with_a_parameter_is_in_the_table` until it is added here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from ledger.tests.invariants import assert_ledger_consistent
+from wallets.models import IdempotencyKey
+from wallets.tests.money import balance_of
+from walletsite.tests.security import World, as_json, build_world, db_snapshot, snapshot_diff, url_routes
+
+pytestmark = pytest.mark.django_db
+
+API = "api/v1/"
+
+
+@dataclass(frozen=True)
+class Attack:
+    who: str
+    status: int
+    code: str
+    # False where the answer may depend on the object by design (the maker of an adjustment
+    # is told approval_by_maker; they can read the adjustment anyway).
+    same_as_unknown: bool = True
+
+
+@dataclass(frozen=True)
+class Case:
+    route: str
+    method: str
+    url: str  # with {ref} for the victim's object
+    ref: str  # a key of World.ids, or "wallet:<name>" for that user's wallet id
+    owner: str
+    owner_status: int
+    attacks: tuple[Attack, ...]
+    body: dict[str, Any] | None = None
+    idempotency_key: bool = False
+
+
+def _customer_404(code: str) -> tuple[Attack, ...]:
+    """Another customer and a merchant are told the object does not exist; staff, who have
+    no wallet, are refused whatever the id."""
+    return (Attack("alice", 404, code), Attack("shop_a", 404, code), Attack("operations", 403, "forbidden"))
+
+
+def _staff_only(*extra: Attack) -> tuple[Attack, ...]:
+    """Customers, merchants and the support group (view only) are refused whatever the id."""
+    return (
+        Attack("alice", 403, "forbidden"),
+        Attack("shop_a", 403, "forbidden"),
+        Attack("bob", 403, "forbidden"),
+        Attack("support", 403, "forbidden"),
+        Attack("bare", 403, "forbidden"),
+        *extra,
+    )
+
+
+CASES = (
+    Case(
+        route=API + "merchant/payments/<str:transaction_id>/refund",
+        method="post",
+        url="/api/v1/merchant/payments/{ref}/refund",
+        ref="payment",
+        body={"amount": 100},
+        idempotency_key=True,
+        owner="shop_b",
+        owner_status=201,
+        attacks=(
+            Attack("shop_a", 404, "transaction_not_found"),
+            # The payer is a customer: only merchants refund, whatever the payment.
+            Attack("bob", 403, "forbidden"),
+            Attack("alice", 403, "forbidden"),
+            Attack("operations", 403, "forbidden"),
+        ),
+    ),
+    Case(
+        route=API + "wallet/payments/<str:payment_id>",
+        method="get",
+        url="/api/v1/wallet/payments/{ref}",
+        ref="payment_attempt",
+        owner="bob",
+        owner_status=200,
+        attacks=_customer_404("payment_not_found"),
+    ),
+    Case(
+        route=API + "merchant/webhook-endpoints/<str:endpoint_id>",
+        method="delete",
+        url="/api/v1/merchant/webhook-endpoints/{ref}",
+        ref="webhook_endpoint",
+        owner="shop_b",
+        owner_status=204,
+        attacks=(
+            Attack("shop_a", 404, "webhook_endpoint_not_found"),
+            Attack("alice", 403, "forbidden"),
+            Attack("operations", 403, "forbidden"),
+        ),
+    ),
+    Case(
+        route=API + "wallet/withdrawals/<str:withdrawal_id>",
+        method="get",
+        url="/api/v1/wallet/withdrawals/{ref}",
+        ref="withdrawal",
+        owner="bob",
+        owner_status=200,
+        attacks=_customer_404("withdrawal_not_found"),
+    ),
+    Case(
+        route=API + "transactions/<str:transaction_id>",
+        method="get",
+        url="/api/v1/transactions/{ref}",
+        ref="transfer",
+        owner="bob",
+        owner_status=200,
+        attacks=_customer_404("transaction_not_found"),
+    ),
+    Case(
+        route=API + "transactions/<str:transaction_id>",
+        method="get",
+        url="/api/v1/transactions/{ref}",
+        ref="withdrawal",
+        owner="bob",
+        owner_status=200,
+        attacks=_customer_404("transaction_not_found"),
+    ),
+    Case(
+        route=API + "transactions/<str:transaction_id>",
+        method="get",
+        url="/api/v1/transactions/{ref}",
+        ref="payment",
+        owner="shop_b",
+        owner_status=200,
+        attacks=(Attack("alice", 404, "transaction_not_found"), Attack("shop_a", 404, "transaction_not_found")),
+    ),
+    Case(
+        route=API + "admin/wallets/<str:wallet_id>/freeze",
+        method="post",
+        url="/api/v1/admin/wallets/{ref}/freeze",
+        ref="wallet:bob",
+        body={"reason": "fraud report"},
+        owner="operations",
+        owner_status=200,
+        attacks=_staff_only(),
+    ),
+    Case(
+        route=API + "admin/wallets/<str:wallet_id>/unfreeze",
+        method="post",
+        url="/api/v1/admin/wallets/{ref}/unfreeze",
+        ref="wallet:bob",
+        body={"reason": "cleared"},
+        owner="operations",
+        owner_status=200,
+        attacks=_staff_only(),
+    ),
+    Case(
+        route=API + "admin/campaigns/<str:campaign_id>/pause",
+        method="post",
+        url="/api/v1/admin/campaigns/{ref}/pause",
+        ref="campaign",
+        body={"reason": "budget review"},
+        owner="operations",
+        owner_status=200,
+        attacks=_staff_only(),
+    ),
+    Case(
+        route=API + "admin/campaigns/<str:campaign_id>/resume",
+        method="post",
+        url="/api/v1/admin/campaigns/{ref}/resume",
+        ref="campaign",
+        body={"reason": "approved"},
+        owner="operations",
+        owner_status=200,
+        attacks=_staff_only(),
+    ),
+    Case(
+        route=API + "admin/adjustments/<str:adjustment_id>",
+        method="get",
+        url="/api/v1/admin/adjustments/{ref}",
+        ref="adjustment",
+        owner="support",
+        owner_status=200,
+        attacks=(
+            Attack("alice", 403, "forbidden"),
+            Attack("shop_a", 403, "forbidden"),
+            Attack("carol", 403, "forbidden"),
+            Attack("bare", 403, "forbidden"),
+        ),
+    ),
+    Case(
+        route=API + "admin/adjustments/<str:adjustment_id>/approve",
+        method="post",
+        url="/api/v1/admin/adjustments/{ref}/approve",
+        ref="adjustment",
+        body={},
+        owner="operations",
+        owner_status=200,
+        attacks=_staff_only(
+            Attack("carol", 403, "forbidden"), Attack("maker", 403, "approval_by_maker", same_as_unknown=False)
+        ),
+    ),
+    Case(
+        route=API + "admin/adjustments/<str:adjustment_id>/reject",
+        method="post",
+        url="/api/v1/admin/adjustments/{ref}/reject",
+        ref="adjustment",
+        body={"reason": "not justified"},
+        owner="operations",
+        owner_status=200,
+        attacks=_staff_only(Attack("carol", 403, "forbidden")),
+    ),
+)
+
+# Routes with a path parameter that are not object lookups of a principal's, and why.
+NOT_OBJECT_ROUTES = {
+    # The caller's own statement for a month: the parameter is a month, not someone's
+    # object (test_a_statement_shows_only_the_callers_entries).
+    API + "wallet/statements/<str:month>": "month of the caller's own statement",
+    # Static assets of the admin and Swagger UI, public by design.
+    "static/<path:path>": "public static files",
+}
+# Prefixes covered elsewhere: the Django admin (test_security_admin derives its own list of
+# pages from the admin site), and the sandbox gateway and bank, which play outside systems
+# without credentials (API.md) and do not exist unless GATEWAY_SANDBOX is on (test_sandbox,
+# test_sandbox_bank).
+COVERED_ELSEWHERE = ("admin/", "sandbox/")
+
+
+def _ref(world: World, ref: str) -> str:
+    if ref.startswith("wallet:"):
+        return str(world.wallets[ref.split(":", 1)[1]].id)
+    return world.ids[ref]
+
+
+def _send(api, case: Case, ref: str, headers: dict):
+    extra = {"HTTP_IDEMPOTENCY_KEY": uuid.uuid4().hex} if case.idempotency_key else {}
+    call = getattr(api, case.method)
+    url = case.url.format(ref=ref)
+    if case.body is None:
+        return call(url, **headers, **extra)
+    return call(url, case.body, format="json", **headers, **extra)
+
+
+def _problem(response) -> dict:
+    assert response["Content-Type"] == "application/problem+json", response.content
+    return response.json()
+
+
+def test_every_route_with_a_parameter_is_in_the_table():
+    # given
+    tabled = {case.route for case in CASES} | set(NOT_OBJECT_ROUTES)
+    # when
+    missing = [
+        r.route
+        for r in url_routes()
+        if r.has_parameters and r.route not in tabled and not r.route.startswith(COVERED_ELSEWHERE)
+    ]
+    stale = tabled - {r.route for r in url_routes()}
+    # then
+    assert not missing, f"routes with an id that no BOLA case covers: {missing}"
+    assert not stale, f"cases for routes that no longer exist: {stale}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.method} {c.route} [{c.ref}]")
+def test_another_principals_object_is_refused_and_nothing_changes(api, case):
+    # given
+    world = build_world()
+    ref = _ref(world, case.ref)
+    headers = {who: world.headers(who) for who in {a.who for a in case.attacks} | {case.owner}}
+    unknown = str(uuid.uuid4())
+    for attack in case.attacks:
+        keys_before = set(IdempotencyKey.objects.values_list("id", flat=True))
+        before = db_snapshot(exclude=("wallets.IdempotencyKey",))
+
+        # when
+        response = _send(api, case, ref, headers[attack.who])
+
+        # then
+        body = _problem(response)
+        assert (response.status_code, body["code"]) == (attack.status, attack.code), (attack, body)
+        assert snapshot_diff(before, db_snapshot(exclude=("wallets.IdempotencyKey",))) == {}, attack
+        new_keys = IdempotencyKey.objects.exclude(id__in=keys_before)
+        assert set(new_keys.values_list("user_id", flat=True)) <= {world.users[attack.who].id}
+        if attack.same_as_unknown:
+            probe = _send(api, case, unknown, headers[attack.who])
+            assert (probe.status_code, _problem(probe)) == (response.status_code, body), attack
+
+    # when: the owner, with the same request
+    owned = _send(api, case, ref, headers[case.owner])
+
+    # then
+    assert owned.status_code == case.owner_status, owned.content
+    assert_ledger_consistent()
+
+
+def test_withdrawing_to_another_users_bank_account_is_bank_account_not_found(api):
+    # given: the bank account id travels in the body, not the path
+    world = build_world()
+    alice = world.headers("alice")
+    body = {"amount": 1_000, "pin": "1234", "bank_account": world.ids["bank_account"]}
+    before = db_snapshot(exclude=("wallets.IdempotencyKey",))
+
+    # when
+    response = api.post("/api/v1/wallet/withdraw", body, format="json", HTTP_IDEMPOTENCY_KEY="w-1", **alice)
+    unknown = api.post(
+        "/api/v1/wallet/withdraw",
+        body | {"bank_account": str(uuid.uuid4())},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="w-2",
+        **alice,
+    )
+
+    # then
+    assert response.status_code == 404 and _problem(response)["code"] == "bank_account_not_found"
+    assert _problem(unknown) == _problem(response)
+    assert snapshot_diff(before, db_snapshot(exclude=("wallets.IdempotencyKey",))) == {}
+    owner = api.post("/api/v1/wallet/withdraw", body, format="json", HTTP_IDEMPOTENCY_KEY="w-3", **world.headers("bob"))
+    assert owner.status_code == 202
+
+
+def test_a_statement_shows_only_the_callers_entries(api):
+    # given: bob's transfer and payment happened this month; alice only received her funding
+    world = build_world()
+    month = timezone.now().strftime("%Y-%m")
+
+    # when
+    alice = api.get(f"/api/v1/wallet/statements/{month}", **world.headers("alice"))
+    bob = api.get(f"/api/v1/wallet/statements/{month}", **world.headers("bob"))
+
+    # then
+    assert alice.status_code == bob.status_code == 200
+    alice_statement, bob_statement = as_json(alice), as_json(bob)
+    alice_ids = {entry["id"] for entry in alice_statement["entries"]}
+    bob_ids = {entry["id"] for entry in bob_statement["entries"]}
+    assert {world.ids["transfer"], world.ids["payment"]} <= bob_ids
+    assert not alice_ids & bob_ids
+    assert alice_statement["closing_balance"] == balance_of(world.wallets["alice"])
