@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run stop worker venv test lint format check-compose ci reconcile recompute shell clean
+.PHONY: run stop worker venv test lint format check-compose ci reconcile recompute backup restore shell clean
 
 $(VENV)/.deps: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,17 @@ reconcile: $(VENV)/.deps
 
 recompute: $(VENV)/.deps
 	$(PY) manage.py recompute_balances
+
+# A pg_dump of the database (embedded or DATABASE_URL) in one snapshot, while the service
+# runs: DATA_DIR/backups/wallet-<UTC time>.dump and its manifest, or OUTPUT=path.
+backup: $(VENV)/.deps
+	$(PY) manage.py backup_database $(if $(OUTPUT),--output "$(OUTPUT)")
+
+# FILE=path [DATABASE=name] [FORCE=1]: restore into a new database on the same server, then
+# check its migrations and triggers and reconcile it.
+restore: $(VENV)/.deps
+	@test -n "$(FILE)" || { echo "usage: make restore FILE=path/to/wallet-....dump [DATABASE=name] [FORCE=1]" >&2; exit 2; }
+	$(PY) manage.py restore_database "$(FILE)" $(if $(DATABASE),--database "$(DATABASE)") $(if $(FORCE),--force)
 
 shell: $(VENV)/.deps
 	$(PY) manage.py shell
