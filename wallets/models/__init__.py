@@ -5,6 +5,7 @@ from wallets.models.adjustments import Adjustment
 from wallets.models.core import GatewayEvent, IdempotencyKey, PaymentAttempt, Wallet
 from wallets.models.merchants import CashbackCampaign, CashbackGrant, MerchantProfile, Payment, Refund
 from wallets.models.notifications import EmailNotification, WebhookDelivery, WebhookEndpoint
+from wallets.models.throttles import ThrottleCounter
 from wallets.models.withdrawals import BankAccount, BankEvent, SandboxPayout, Withdrawal
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "PaymentAttempt",
     "Refund",
     "SandboxPayout",
+    "ThrottleCounter",
     "Wallet",
     "WebhookDelivery",
     "WebhookEndpoint",
