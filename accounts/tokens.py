@@ -82,6 +82,16 @@ def _decode(refresh_token: str) -> _FamilyRefreshToken:
     return token
 
 
+def refresh_token_user_id(refresh_token: str) -> str | None:
+    """The user id a refresh token names, if its signature, type and expiry check out (no
+    database access); None otherwise. The refresh rate limit counts per user only what a
+    genuine token names: a forged `sub` must not spend another user's allowance."""
+    try:
+        return str(_decode(refresh_token)["sub"])
+    except (InvalidRefreshToken, KeyError):
+        return None
+
+
 def _rotated_since(*, jti: str, moment) -> bool:
     """True when the token with this jti was rotated (blacklisted) at or after `moment`."""
     return BlacklistedToken.objects.filter(token__jti=jti, blacklisted_at__gte=moment).exists()

@@ -51,6 +51,9 @@ WITHDRAWAL_SUBMIT_INTERVAL_SECONDS = 1
 WITHDRAWAL_RECOVERY_INTERVAL_SECONDS = 15
 # Idempotency keys past their retention window are deleted this often (wallets.retention).
 IDEMPOTENCY_PURGE_INTERVAL_SECONDS = 3600
+# Ended rate-limit windows are deleted from PostgreSQL this often (walletsite.throttles); the
+# table holds a row per key seen since, so it stays small whatever the traffic.
+THROTTLE_PURGE_INTERVAL_SECONDS = 300
 DATABASE_RETRY_MAX_SECONDS = 30
 # How often a sleeping loop checks whether it was asked to stop.
 _SLICE_SECONDS = 0.1
@@ -110,6 +113,11 @@ def job_purge_idempotency_keys() -> object:
     return purged
 
 
+def job_purge_throttle_counters() -> object:
+    # A no-op with REDIS_URL (Redis expires its own keys): the table is then empty.
+    return _lazy("walletsite.throttles", "throttle_counters_purge")()
+
+
 def default_jobs() -> list[PeriodicJob]:
     return [
         PeriodicJob("expire_payment_attempts", EXPIRE_INTERVAL_SECONDS, job_expire_payment_attempts),
@@ -118,6 +126,7 @@ def default_jobs() -> list[PeriodicJob]:
         PeriodicJob("recover_withdrawals", WITHDRAWAL_RECOVERY_INTERVAL_SECONDS, job_recover_withdrawals),
         PeriodicJob("deliver_webhooks", WEBHOOK_INTERVAL_SECONDS, job_deliver_webhooks),
         PeriodicJob("purge_idempotency_keys", IDEMPOTENCY_PURGE_INTERVAL_SECONDS, job_purge_idempotency_keys),
+        PeriodicJob("purge_throttle_counters", THROTTLE_PURGE_INTERVAL_SECONDS, job_purge_throttle_counters),
     ]
 
 

@@ -32,6 +32,16 @@ WORKER_JOB_DURATION = Histogram(
     ["job"],
     buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300),
 )
+# Rate limits (walletsite.throttles). A check the counter store could not answer lets the
+# request through (fail open): store_errors counts the failed calls, fail_open every check
+# skipped (the failed ones, and those skipped at once while the store's breaker is open).
+THROTTLED = Counter("wallet_throttled_requests_total", "Requests refused with 429 rate_limited", ["scope"])
+THROTTLE_STORE_ERRORS = Counter(
+    "wallet_throttle_store_errors_total", "Rate-limit counter store calls that failed", ["store"]
+)
+THROTTLE_FAIL_OPEN = Counter(
+    "wallet_throttle_fail_open_total", "Rate-limit checks skipped because the counter store failed", ["store"]
+)
 
 
 def render() -> tuple[bytes, str]:

@@ -12,8 +12,9 @@ class ApiViewSet(GenericViewSet):
     - A method the route does not take answers 405 before anything authenticates: a wrong
       method is wrong whoever sends it. OPTIONS too: DRF's OPTIONS metadata describes a
       view's serializer, and these views declare theirs per action, not per view.
-    - `@action(authentication_classes=..., permission_classes=...)` is honoured. A router
-      passes those to the view as init arguments; an explicit as_view does not.
+    - `@action(authentication_classes=..., permission_classes=..., throttle_classes=...)` is
+      honoured. A router passes those to the view as init arguments; an explicit as_view does
+      not.
     """
 
     metadata_class = None
@@ -40,3 +41,7 @@ class ApiViewSet(GenericViewSet):
     def get_permissions(self):
         classes = self._action_option("permission_classes")
         return super().get_permissions() if classes is None else [cls() for cls in classes]
+
+    def get_throttles(self):
+        classes = self._action_option("throttle_classes")
+        return super().get_throttles() if classes is None else [cls() for cls in classes]
