@@ -13,8 +13,9 @@ from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 
 from accounts.tokens import session_login, session_logout, session_logout_refresh, session_refresh
-from walletsite.schema import AUTHENTICATED, problems
+from walletsite.schema import AUTHENTICATED, RETRY_AFTER_HEADER, problems
 from walletsite.serializers import EmailStringField, StrictSerializer, StringField
+from walletsite.throttles import LOGIN_THROTTLES, REFRESH_THROTTLES
 from walletsite.views import ApiViewSet
 
 # What any route that reads a JSON body can answer before the view runs.
@@ -59,9 +60,10 @@ class AuthViewSet(ApiViewSet):
     @extend_schema(
         operation_id="auth_login",
         request=LoginIn,
+        parameters=[RETRY_AFTER_HEADER],
         responses={
             200: TokenPairOut,
-            **problems(*BODY_ERRORS, "invalid_credentials"),
+            **problems(*BODY_ERRORS, "invalid_credentials", "rate_limited"),
         },
         auth=[],
     )
@@ -72,6 +74,7 @@ class AuthViewSet(ApiViewSet):
         # No authentication at all: a stale bearer header must not turn a login into 401.
         authentication_classes=[],
         permission_classes=[AllowAny],
+        throttle_classes=LOGIN_THROTTLES,
     )
     def login(self, request):
         data = _valid(LoginIn, request)
@@ -81,9 +84,10 @@ class AuthViewSet(ApiViewSet):
     @extend_schema(
         operation_id="auth_refresh",
         request=RefreshIn,
+        parameters=[RETRY_AFTER_HEADER],
         responses={
             200: TokenPairOut,
-            **problems(*BODY_ERRORS, "invalid_refresh_token"),
+            **problems(*BODY_ERRORS, "invalid_refresh_token", "rate_limited"),
         },
         auth=[],
     )
@@ -93,6 +97,7 @@ class AuthViewSet(ApiViewSet):
         url_path="refresh",
         authentication_classes=[],
         permission_classes=[AllowAny],
+        throttle_classes=REFRESH_THROTTLES,
     )
     def refresh(self, request):
         data = _valid(RefreshIn, request)

@@ -14,8 +14,9 @@ from accounts.models import User
 from wallets.models import Wallet
 from wallets.registration import MAX_PASSWORD_LENGTH, user_register
 from wallets.serializers import UserWalletOut
-from walletsite.schema import AUTHENTICATED, problems
+from walletsite.schema import AUTHENTICATED, RETRY_AFTER_HEADER, problems
 from walletsite.serializers import EmailStringField, PinField, StrictSerializer, StringField
+from walletsite.throttles import REGISTER_THROTTLES
 from walletsite.views import ApiViewSet
 
 
@@ -55,9 +56,10 @@ class RegistrationViewSet(ApiViewSet):
     @extend_schema(
         operation_id="auth_register",
         request=RegisterIn,
+        parameters=[RETRY_AFTER_HEADER],
         responses={
             201: UserWalletOut,
-            **problems(*BODY_ERRORS, "email_taken"),
+            **problems(*BODY_ERRORS, "email_taken", "rate_limited"),
         },
         auth=[],
     )
@@ -67,6 +69,7 @@ class RegistrationViewSet(ApiViewSet):
         url_path="register",
         authentication_classes=[],
         permission_classes=[AllowAny],
+        throttle_classes=REGISTER_THROTTLES,
     )
     def register(self, request):
         serializer = RegisterIn(data=request.data)

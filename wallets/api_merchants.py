@@ -8,6 +8,7 @@ from django.core import signing
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
+from rest_framework.decorators import action
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
@@ -19,8 +20,9 @@ from wallets.money import money_response
 from wallets.payments import payment_create, payment_refund, payment_response, refund_response
 from wallets.serializers import HistoryItemOut
 from walletsite.errors import Forbidden, InvalidCursor
-from walletsite.schema import AUTHENTICATED, IDEMPOTENCY_HEADER, problems
+from walletsite.schema import AUTHENTICATED, IDEMPOTENCY_HEADER, RETRY_AFTER_HEADER, problems
 from walletsite.serializers import AmountField, PinField, StrictSerializer, StringField
+from walletsite.throttles import PIN_THROTTLES
 from walletsite.views import ApiViewSet
 
 
@@ -91,7 +93,7 @@ class PaymentViewSet(ApiViewSet):
             "rounded down), which goes to the fees account: one ledger transaction. When a cashback campaign "
             "applies and its pool can pay, the cashback is credited as a second ledger transaction at once."
         ),
-        parameters=[IDEMPOTENCY_HEADER],
+        parameters=[IDEMPOTENCY_HEADER, RETRY_AFTER_HEADER],
         request=PayIn,
         responses={
             201: PayOut,
@@ -111,9 +113,11 @@ class PaymentViewSet(ApiViewSet):
                 "limit_exceeded",
                 "wallet_frozen",
                 "pin_locked",
+                "rate_limited",
             ),
         },
     )
+    @action(detail=False, methods=["post"], throttle_classes=PIN_THROTTLES)
     def pay(self, request):
         customer = caller_wallet(request)
         body = PayIn(data=request.data)

@@ -23,8 +23,9 @@ from wallets.topups import (
     payment_attempt_get,
     payment_attempt_out,
 )
-from walletsite.schema import AUTHENTICATED, IDEMPOTENCY_HEADER, problems
+from walletsite.schema import AUTHENTICATED, IDEMPOTENCY_HEADER, RETRY_AFTER_HEADER, problems
 from walletsite.serializers import AmountField, StrictSerializer, StringField
+from walletsite.throttles import WEBHOOK_THROTTLES
 from walletsite.views import ApiViewSet
 
 logger = logging.getLogger("wallets.api_topups")
@@ -152,6 +153,9 @@ class GatewayWebhookViewSet(ApiViewSet):
     # which protects ambient session credentials, has nothing to protect here).
     authentication_classes = []
     permission_classes = [AllowAny]
+    # Per client address: a gateway that outruns the rate gets 429 and retries later, as it
+    # does for any failed delivery.
+    throttle_classes = WEBHOOK_THROTTLES
 
     @extend_schema(
         operation_id="webhooks_gateway",
@@ -162,12 +166,14 @@ class GatewayWebhookViewSet(ApiViewSet):
             "anything is parsed. Each event id is processed once; a payment is credited once, however many "
             "events report it."
         ),
-        parameters=[signature_parameter(SIGNATURE_HEADER)],
+        parameters=[signature_parameter(SIGNATURE_HEADER), RETRY_AFTER_HEADER],
         request=GatewayEventIn,
         auth=[],
         responses={
             200: GatewayWebhookOut,
-            **problems("invalid_signature", "validation_failed", "payment_not_found", "amount_mismatch"),
+            **problems(
+                "invalid_signature", "validation_failed", "payment_not_found", "amount_mismatch", "rate_limited"
+            ),
         },
     )
     def gateway(self, request):

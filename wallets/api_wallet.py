@@ -6,6 +6,7 @@ import uuid
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
+from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from ledger.models import Transaction
@@ -16,8 +17,9 @@ from wallets.money import money_response
 from wallets.serializers import BalanceOut, HistoryItemOut, HistoryPageOut, WalletOut
 from wallets.transfers import transfer_create, transfer_response
 from walletsite.errors import Forbidden, TransactionNotFound
-from walletsite.schema import AUTHENTICATED, IDEMPOTENCY_HEADER, problems
+from walletsite.schema import AUTHENTICATED, IDEMPOTENCY_HEADER, RETRY_AFTER_HEADER, problems
 from walletsite.serializers import AmountField, PinField, StrictSerializer, StringField
+from walletsite.throttles import PIN_THROTTLES
 from walletsite.views import ApiViewSet
 
 
@@ -116,7 +118,7 @@ class WalletViewSet(ApiViewSet):
 
     @extend_schema(
         operation_id="wallet_transfer",
-        parameters=[IDEMPOTENCY_HEADER],
+        parameters=[IDEMPOTENCY_HEADER, RETRY_AFTER_HEADER],
         request=TransferIn,
         responses={
             201: TransferOut,
@@ -136,9 +138,11 @@ class WalletViewSet(ApiViewSet):
                 "limit_exceeded",
                 "wallet_frozen",
                 "pin_locked",
+                "rate_limited",
             ),
         },
     )
+    @action(detail=False, methods=["post"], throttle_classes=PIN_THROTTLES)
     def transfer(self, request):
         sender = caller_wallet(request)
         body = TransferIn(data=request.data)

@@ -8,6 +8,7 @@ from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
+from rest_framework.decorators import action
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
@@ -27,8 +28,9 @@ from wallets.withdrawals import (
     withdrawal_get,
     withdrawal_out,
 )
-from walletsite.schema import AUTHENTICATED, IDEMPOTENCY_HEADER, problems
+from walletsite.schema import AUTHENTICATED, IDEMPOTENCY_HEADER, RETRY_AFTER_HEADER, problems
 from walletsite.serializers import AmountField, PinField, StrictSerializer, StringField
+from walletsite.throttles import PIN_THROTTLES, WEBHOOK_THROTTLES
 from walletsite.views import ApiViewSet
 
 logger = logging.getLogger("wallets.api_withdrawals")
@@ -128,7 +130,7 @@ class WithdrawalViewSet(ApiViewSet):
             "the payout to the bank. When the bank confirms, the hold is posted (type withdrawal); when it rejects "
             "or the payout times out, the hold is released."
         ),
-        parameters=[IDEMPOTENCY_HEADER],
+        parameters=[IDEMPOTENCY_HEADER, RETRY_AFTER_HEADER],
         request=WithdrawIn,
         responses={
             202: WithdrawOut,
@@ -146,9 +148,11 @@ class WithdrawalViewSet(ApiViewSet):
                 "limit_exceeded",
                 "wallet_frozen",
                 "pin_locked",
+                "rate_limited",
             ),
         },
     )
+    @action(detail=False, methods=["post"], throttle_classes=PIN_THROTTLES)
     def withdraw(self, request):
         wallet = caller_wallet(request)
         body = WithdrawIn(data=request.data)
@@ -204,6 +208,7 @@ class BankWebhookViewSet(ApiViewSet):
     # The bank authenticates by signature, not by a token or a session.
     authentication_classes = []
     permission_classes = [AllowAny]
+    throttle_classes = WEBHOOK_THROTTLES
 
     @extend_schema(
         operation_id="webhooks_bank",
@@ -213,12 +218,14 @@ class BankWebhookViewSet(ApiViewSet):
             '<raw body>")>` with the bank webhook secret, checked on the raw body. Each event id is processed once; '
             "a withdrawal is posted or released once, however many events report it."
         ),
-        parameters=[signature_parameter(SIGNATURE_HEADER)],
+        parameters=[signature_parameter(SIGNATURE_HEADER), RETRY_AFTER_HEADER],
         request=BankEventIn,
         auth=[],
         responses={
             200: BankWebhookOut,
-            **problems("invalid_signature", "validation_failed", "withdrawal_not_found", "amount_mismatch"),
+            **problems(
+                "invalid_signature", "validation_failed", "withdrawal_not_found", "amount_mismatch", "rate_limited"
+            ),
         },
     )
     def bank(self, request):

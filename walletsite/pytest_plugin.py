@@ -20,6 +20,9 @@ _PGDATA: Path | None = None
 def pytest_load_initial_conftests(early_config, parser, args):
     global _PGDATA
     os.environ.setdefault("DJANGO_ENV", "test")
+    # The suite logs in and registers hundreds of times from one address: rate limits are off
+    # unless a run asks for them. walletsite/tests/test_throttles*.py turn them on per test.
+    os.environ.setdefault("RATE_LIMITS", "off")
     # Tests never write secrets into the developer's .data/: a throwaway data dir.
     os.environ.setdefault("DATA_DIR", tempfile.mkdtemp(prefix="wallet-test-data-"))
     if not os.environ.get("DATABASE_URL"):

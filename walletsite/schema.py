@@ -37,6 +37,16 @@ IDEMPOTENCY_HEADER = OpenApiParameter(
     description="1-255 printable ASCII characters; a retry with the same key and body replays the first answer",
 )
 
+# Every route behind a throttle (walletsite.throttles) answers 429 rate_limited with it.
+RETRY_AFTER_HEADER = OpenApiParameter(
+    "Retry-After",
+    OpenApiTypes.INT,
+    OpenApiParameter.HEADER,
+    required=True,
+    response=[429],
+    description="Seconds until the rate limit's window ends and the request may be retried",
+)
+
 # Answers any route can give, declared on every route.
 ALWAYS = ("internal_error", "service_unavailable")
 # What every route behind a bearer token can answer.

@@ -8,3 +8,40 @@ class FastBCryptSHA256PasswordHasher(BCryptSHA256PasswordHasher):
     fast; the algorithm and the code paths are the same."""
 
     rounds = 4
+
+
+DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def redis_url_or_skip() -> str:
+    """The real Redis the tests use: REDIS_URL, else the local default. Unreachable: the test
+    skips with the reason printed, or fails when REQUIRE_REDIS is set (CI, like
+    REQUIRE_BROWSER for the browser tests)."""
+    import os
+
+    import pytest
+    import redis
+
+    url = os.environ.get("REDIS_URL") or DEFAULT_TEST_REDIS_URL
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1).ping()
+    except (redis.RedisError, OSError) as exc:
+        reason = f"no Redis at {url} ({type(exc).__name__}); start redis-server or set REDIS_URL"
+        if os.environ.get("REQUIRE_REDIS"):
+            pytest.fail(f"REQUIRE_REDIS is set but {reason}")
+        print(f"skipping a Redis test: {reason}")
+        pytest.skip(reason)
+    return url
+
+
+def redis_cache_settings(url: str, *, key_prefix: str) -> dict:
+    """CACHES with django-redis at `url`, with the options settings.py gives it when REDIS_URL
+    is set, and a key prefix of the test's own (one Redis serves concurrent test runs)."""
+    return {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": url,
+            "KEY_PREFIX": key_prefix,
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5, "IGNORE_EXCEPTIONS": True},
+        }
+    }
