@@ -7,6 +7,7 @@ data directory and are few: each checks as much as one start allows.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -282,3 +283,65 @@ def test_after_a_sigkill_of_everything_the_next_start_reuses_the_data(serve, dat
     assert status == 200 and body["token_type"] == "Bearer"
     assert again.stop() == 0
     assert not embedded_pg._is_running(data_dir / "pg")
+
+
+def test_gunicorn_workers_stop_serving_as_soon_as_their_master_is_killed(tmp_path):
+    """The workers of a SIGKILLed gunicorn master are told to stop (gunicorn_conf's post_fork
+    asks the kernel for SIGTERM when the master dies) and close their kept-alive connections.
+    gunicorn's own parent check left them serving those connections until graceful_timeout
+    ran out, holding the port all along: a master started again could not bind it for 20 s
+    (found by the chaos suite)."""
+    # given: gunicorn with the project's settings, and a client on a kept-alive connection
+    port = _free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"},
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "WEB_CONCURRENCY": "1",
+        "WEB_THREADS": "2",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+    }
+    master = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "walletsite" / "gunicorn_conf.py")],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def healthz() -> str | None:
+        """The answer's Connection header ("" when absent); None when the connection failed."""
+        try:
+            conn.request("GET", "/healthz")
+            response = conn.getresponse()
+            response.read()
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            return None
+        return response.getheader("Connection", "")
+
+    worker = None
+    try:
+        _wait_until(lambda: healthz() is not None, timeout=60)
+        (worker,) = psutil.Process(master.pid).children()
+        # when: the master is killed
+        master.kill()
+        master.wait()
+        # then: the worker answers on the kept-alive connection with Connection: close...
+        answers = []
+        while (answer := healthz()) is not None:
+            answers.append(answer)
+            if answer.lower() == "close":
+                break
+        assert answers and answers[-1].lower() == "close", f"{len(answers)} answers kept the connection alive"
+        # ...and exits
+        worker.wait(60)
+    finally:
+        conn.close()
+        if master.poll() is None:
+            master.kill()
+            master.wait()
+        if worker is not None and worker.is_running():
+            worker.kill()
