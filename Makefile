@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run stop worker venv test lint format check-compose ci reconcile recompute backup restore shell clean
+.PHONY: run stop worker venv test lint format check-compose ci bench reconcile recompute backup restore shell clean
 
 $(VENV)/.deps: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,17 @@ check-compose: $(VENV)/.deps
 # What CI runs, on this checkout.
 ci:
 	bash .ci/run
+
+# The benchmark beside the textbook baseline (README "Benchmark"): about 30 minutes, results
+# in docs/bench/. BENCH_SMOKE=1 is the 1-2 minute size CI runs. Needs wrk: Debian's package
+# is installed here when missing (with sudo unless root).
+bench: $(VENV)/.deps
+	@command -v wrk >/dev/null || { \
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
+	  echo "make bench: installing Debian's wrk package"; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq wrk >/dev/null; \
+	} || { echo "make bench needs wrk: install Debian's wrk package (apt-get install wrk)" >&2; exit 1; }
+	$(PY) -m bench.run
 
 format: $(VENV)/.dev-deps
 	$(VENV)/bin/ruff format .
