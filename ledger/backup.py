@@ -375,7 +375,8 @@ def database_drop(server: Server, name: str) -> None:
 def backup_restore(*, path: Path, database: str, force: bool = False, using: str = DEFAULT_DB_ALIAS) -> Restore:
     """Restore the dump at `path` into the new database `database` on the server behind
     `using`. Refuses the service's own database always, an existing one unless `force`
-    (which drops it first). On any failure the new database is dropped again."""
+    (which drops it first, if nobody is connected to it). On any failure the new database is
+    dropped again."""
     if not DATABASE_NAME.fullmatch(database):
         raise BackupError(f"{database!r} is not a database name this command creates ([a-z_][a-z0-9_]*, at most 63)")
     server = Server.of(using)
@@ -398,7 +399,16 @@ def backup_restore(*, path: Path, database: str, force: bool = False, using: str
                 f"database {database} already exists; restore into a new name, or pass --force to drop and replace it"
             )
         if replaced:
-            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(database)))
+            # A database someone is connected to is in use, perhaps by a service: --force
+            # replaces only an idle one (a copy restored earlier), and never ends sessions.
+            in_use = "SELECT count(*) FROM pg_stat_activity WHERE datname = %s"
+            (sessions,) = admin.execute(in_use, [database]).fetchone()
+            if sessions:
+                raise BackupError(
+                    f"database {database} has {sessions} open connections: it is in use; "
+                    "not replacing it, even with --force"
+                )
+            admin.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(database)))
         admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(sql.Identifier(database)))
     started = time.monotonic()
     try:

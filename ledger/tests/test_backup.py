@@ -188,7 +188,10 @@ def test_restore_refuses_an_existing_database_unless_forced_and_never_the_servic
     assert live_figures()["transactions"] == 2
     with pytest.raises(BackupError, match="not a database name"):
         backup_restore(path=second.path, database="Robert'); DROP TABLE x;--")
-    # and with force the copy is replaced
+    # nor, even with force, one that someone is connected to
+    with restored.connect(name), pytest.raises(BackupError, match="1 open connections: it is in use"):
+        backup_restore(path=second.path, database=name, force=True)
+    # and with force an idle copy is replaced
     replaced = backup_restore(path=second.path, database=name, force=True)
     assert replaced.replaced
     assert restore_verify(database=name, manifest=replaced.manifest).ok
