@@ -1,6 +1,8 @@
 """End to end in a real headless Chromium: an operations staff member signs in to the admin,
 finds a wallet by its handle, freezes it with a reason, and the wallet is frozen in the
-database with an audit record. A second test runs a reconciliation from its page.
+database with an audit record. A second test runs a reconciliation from its page. A third
+loads the admin, the API reference (Swagger UI) and the sandbox checkout under their
+Content-Security-Policy: every page works and the browser reports no violation.
 
 Needs Debian's chromium and chromedriver (/usr/bin). Where they are missing the tests skip
 with the reason printed, unless REQUIRE_BROWSER is set (CI), where that is a failure.
@@ -69,6 +71,15 @@ def browser():
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
     driver.set_page_load_timeout(30)
+    # Before any script of a page runs: collect what its Content-Security-Policy blocks.
+    driver.execute_cdp_cmd(
+        "Page.addScriptToEvaluateOnNewDocument",
+        {
+            "source": "window.__cspViolations = [];"
+            "document.addEventListener('securitypolicyviolation', e =>"
+            " window.__cspViolations.push(e.violatedDirective + ' ' + e.blockedURI));"
+        },
+    )
     try:
         yield driver
     finally:
@@ -176,6 +187,40 @@ def test_operations_run_reconciliation_from_its_page(browser, live_server):
         browser.set_window_size(1280, height + 200)
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         assert browser.save_screenshot(str(SCREENSHOT))
+
+
+def _csp_violations(driver) -> list[str]:
+    return driver.execute_script("return window.__cspViolations || []")
+
+
+def test_pages_work_under_their_content_security_policy(browser, live_server, settings):
+    # given: the admin, the API reference and a sandbox checkout page
+    from wallets.topups import payment_attempt_create
+
+    settings.WALLET = {**settings.WALLET, "PUBLIC_URL": live_server.url}
+    staff_create(email="ops@example.com", role="operations", password=PASSWORD)
+    _, wallet = register_user(email="alice@example.com", name="alice")
+    attempt = payment_attempt_create(wallet=wallet, amount=2500)
+
+    # when / then: Swagger UI runs its scripts (served, not inline) and fetches the schema
+    browser.get(f"{live_server.url}/api/docs")
+    _wait_for(browser, ".opblock-tag")
+    assert browser.find_elements("css selector", ".opblock"), "no operation rendered"
+    assert _csp_violations(browser) == []
+    # the admin: login, index, a changelist with its actions script, a change page
+    _sign_in(browser, live_server.url, "ops@example.com")
+    assert _csp_violations(browser) == []
+    for page in ("/admin/", "/admin/wallets/wallet/", f"/admin/wallets/wallet/{wallet.pk}/change/"):
+        browser.get(f"{live_server.url}{page}")
+        _wait_for(browser, "#content")
+        assert _csp_violations(browser) == [], page
+    # the admin's stylesheet applied (its header is not the browser's default white)
+    header = browser.find_element("css selector", "#header")
+    assert header.value_of_css_property("background-color") not in ("rgba(0, 0, 0, 0)", "rgb(255, 255, 255)")
+    # the sandbox checkout page, with its inline style
+    browser.get(f"{live_server.url}/sandbox/checkout/{attempt.id}")
+    _wait_for(browser, "main")
+    assert _csp_violations(browser) == []
 
 
 def test_a_missing_browser_skips_or_fails_under_require_browser(monkeypatch, capsys):
