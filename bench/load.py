@@ -78,7 +78,7 @@ def wrk(
     duration: int,
     connections: int,
     threads: int,
-    timeout_s: int = 30,
+    timeout_s: int = 60,
 ) -> Load:
     args = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", f"--timeout={timeout_s}s"]
     args += ["-s", str(LUA_DIR / script), url, "--", f"threads={threads}"]

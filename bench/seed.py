@@ -31,6 +31,7 @@ PASSWORD = "bench-password-1"  # noqa: S105 - the benchmark users' password, on 
 FUNDING = 1_000_000
 HISTORY_BATCH = 5000
 HISTORY_CURSORS = 1000
+PROGRESS_EVERY = 100_000
 
 
 def _timed(timings: dict, name: str, started: float) -> None:
@@ -109,6 +110,8 @@ def seed_service(out: Path, wallets: int, history_entries: int) -> dict:
         if refused:
             raise RuntimeError(f"history seeding refused: {refused[0].error.code}")
         posted += count
+        if posted % PROGRESS_EVERY < HISTORY_BATCH or posted == history_entries:
+            print(f"seed: {posted:,} of {history_entries:,} history transactions", file=sys.stderr, flush=True)
     _timed(timings, "history_s", started)
 
     with connection.cursor() as cursor:
