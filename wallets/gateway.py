@@ -1,5 +1,6 @@
 """The payment gateway's side of the wire: webhook signatures and the HTTP client that
-delivers a signed event (used by the sandbox gateway, which plays the outside system).
+delivers a signed event (used by the sandbox gateway and bank, which play outside systems,
+and by the merchant webhooks).
 
 A signature header reads `t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>`,
 as Stripe's does. The bank's callbacks are signed the same way, so these helpers take the
@@ -10,9 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
+import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,9 +35,78 @@ DELIVERY_TIMEOUT_SECONDS = 5
 # request for the cool-down, then one probe (walletsite.breaker).
 DELIVERY_BREAKER_FAILURES = 5
 DELIVERY_BREAKER_COOLDOWN_SECONDS = 30
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A webhook goes to the URL it names. A redirect is the receiver's answer (not 2xx, so a
+    failure), never followed: a receiver must not bounce the request to another host."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
 # The sandbox delivers to this service's own PUBLIC_URL: an HTTP(S)_PROXY from the
 # environment (set for outbound traffic) must not route it elsewhere.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
+
+
+class DeliveryRefused(OSError):
+    """A public-only delivery whose host is, or resolves to, an address that is not public
+    (this machine, a private network, link-local cloud metadata): nothing was sent."""
+
+
+def _public_address(url: str) -> str:
+    """The address to connect to for `url`, when every address its host resolves to is
+    public; else DeliveryRefused. Resolving here, not only when the URL was registered,
+    catches a name that points inside the network (or is re-pointed there later)."""
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        found = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise DeliveryRefused(f"{parts.hostname} does not resolve ({exc.strerror})") from None
+    addresses = [info[4][0] for info in found]
+    if not addresses or not all(ipaddress.ip_address(a.split("%")[0]).is_global for a in addresses):
+        raise DeliveryRefused(f"{parts.hostname} resolves to an address that is not public")
+    return addresses[0]
+
+
+def _pinned(connection_class: type, address: str) -> type:
+    """`connection_class` connecting to `address` whatever the host resolves to by then, so
+    the address checked is the address used (no DNS rebinding between the two). TLS still
+    sends and verifies the URL's host name."""
+
+    class Pinned(connection_class):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._create_connection = lambda target, *rest: socket.create_connection((address, target[1]), *rest)
+
+    return Pinned
+
+
+class _PinnedHTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, address: str):
+        super().__init__()
+        self.address = address
+
+    def do_open(self, http_class, req, **kwargs):
+        return super().do_open(_pinned(http_class, self.address), req, **kwargs)
+
+
+class _PinnedHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, address: str):
+        super().__init__()
+        self.address = address
+
+    def do_open(self, http_class, req, **kwargs):
+        return super().do_open(_pinned(http_class, self.address), req, **kwargs)
+
+
+def _public_opener(url: str) -> urllib.request.OpenerDirector:
+    address = _public_address(url)
+    return urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), _NoRedirect(), _PinnedHTTPHandler(address), _PinnedHTTPSHandler(address)
+    )
 
 
 def signature_compute(*, secret: str, timestamp: int, body: bytes) -> str:
@@ -136,22 +209,28 @@ def webhook_deliver(
     header_name: str = SIGNATURE_HEADER,
     timeout: float = DELIVERY_TIMEOUT_SECONDS,
     breaker: CircuitBreaker | None = None,
+    public_only: bool = False,
 ) -> Delivery:
     """POST `event` as JSON to `url` with a fresh signature, over real HTTP, as a gateway
-    would. A 4xx or 5xx answer is returned, not raised; a network failure raises OSError
-    (urllib.error.URLError is one).
+    would. A 4xx or 5xx answer is returned, not raised (a 3xx too: redirects are not
+    followed); a network failure raises OSError (urllib.error.URLError is one).
+
+    `public_only` (a URL someone outside gave us: a merchant's endpoint, in production):
+    the host must resolve to public addresses only, and the connection goes to the address
+    that was checked; otherwise DeliveryRefused (an OSError) and nothing is sent.
 
     With a `breaker`, a network failure or a 5xx answer counts against the receiver; while
     the breaker is open nothing is sent and DeliverySkipped is raised at once, so a caller
     retrying into an outage does not pile up requests that each wait for the timeout."""
     if not url.startswith(("http://", "https://")):
         raise ValueError(f"webhooks are delivered over http(s) only, not to {url!r}")
+    send = {"url": url, "event": event, "secret": secret, "header_name": header_name, "timeout": timeout}
     if breaker is None:
-        return _deliver(url=url, event=event, secret=secret, header_name=header_name, timeout=timeout)
+        return _deliver(**send, public_only=public_only)
     if not breaker.allow():
         raise DeliverySkipped(f"the {breaker.name} circuit is open; the delivery was not sent")
     try:
-        delivery = _deliver(url=url, event=event, secret=secret, header_name=header_name, timeout=timeout)
+        delivery = _deliver(**send, public_only=public_only)
     except OSError:
         breaker.record_failure()
         raise
@@ -162,9 +241,10 @@ def webhook_deliver(
     return delivery
 
 
-def _deliver(*, url: str, event: dict, secret: str, header_name: str, timeout: float) -> Delivery:
+def _deliver(*, url: str, event: dict, secret: str, header_name: str, timeout: float, public_only: bool) -> Delivery:
     if not url.startswith(("http://", "https://")):
         raise ValueError(f"webhooks are delivered over http(s) only, not to {url!r}")
+    opener = _public_opener(url) if public_only else _OPENER
     body = json.dumps(event, separators=(",", ":")).encode()
     request = urllib.request.Request(  # noqa: S310 (http(s) only, checked above)
         url,
@@ -177,7 +257,7 @@ def _deliver(*, url: str, event: dict, secret: str, header_name: str, timeout: f
         },
     )
     try:
-        with _OPENER.open(request, timeout=timeout) as response:
+        with opener.open(request, timeout=timeout) as response:
             return Delivery(status=response.status, body=_read_body(response.read()))
     except urllib.error.HTTPError as answer:
         with answer:

@@ -355,6 +355,9 @@ def webhook_delivery_attempt(*, delivery: WebhookDelivery) -> bool:
             secret=delivery.endpoint.secret,
             header_name=SIGNATURE_HEADER,
             timeout=settings.WALLET["WEBHOOK_TIMEOUT_SECONDS"],
+            # A merchant's URL: in production it may reach public addresses only, checked
+            # when sending (webhook_url_validate sees only the name, not where it points).
+            public_only=settings.PRODUCTION,
         )
         status = answer.status
         if not 200 <= status < 300:

@@ -1,6 +1,6 @@
 """A merchant's webhook receiver for tests: a real HTTP server on 127.0.0.1 (random port) in
 a thread, that can be switched between answering 200, answering 500, taking the request and
-answering only after the sender has timed out, and hanging until released. It records every
+answering only after the sender has timed out, hanging until released, and redirecting. It records every
 request and which ones it accepted, and verifies signatures as a merchant would."""
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ FAIL = "fail"
 SLOW = "slow"
 # Hold the request until `release` is set (a worker killed mid-delivery).
 HANG = "hang"
+# Answer 302 to `redirect_to` (a receiver trying to bounce the request elsewhere).
+REDIRECT = "redirect"
 
 
 @dataclass
@@ -36,6 +38,7 @@ class Received:
 class Receiver:
     mode: str = OK
     slow_seconds: float = 2.0
+    redirect_to: str = ""
     received: list[Received] = field(default_factory=list)
     arrived: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
@@ -77,10 +80,12 @@ def receiver_start() -> Receiver:
                 return
             if mode == SLOW:
                 receiver.release.wait(receiver.slow_seconds)
-            status = 500 if mode == FAIL else 200
+            status = {FAIL: 500, REDIRECT: 302}.get(mode, 200)
             payload = b'{"ok": true}' if status == 200 else b'{"error": "down"}'
             try:
                 self.send_response(status)
+                if mode == REDIRECT:
+                    self.send_header("Location", receiver.redirect_to)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
@@ -88,6 +93,14 @@ def receiver_start() -> Receiver:
             except OSError:
                 # The sender gave up (timed out) before the answer: it will retry.
                 pass
+
+        def do_GET(self):
+            # Webhooks are POSTed; a GET here is a followed redirect, recorded so a test sees it.
+            with receiver.lock:
+                receiver.received.append(Received(headers=dict(self.headers), body=b"", accepted=False))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
 
         def log_message(self, *args):
             pass
