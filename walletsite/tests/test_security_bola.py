@@ -349,3 +349,39 @@ def test_a_statement_shows_only_the_callers_entries(api):
     assert {world.ids["transfer"], world.ids["payment"]} <= bob_ids
     assert not alice_ids & bob_ids
     assert alice_statement["closing_balance"] == balance_of(world.wallets["alice"])
+
+
+def test_another_users_idempotency_key_replays_nothing_of_theirs(api):
+    # given: bob's transfer with a key, and alice sending the same key and body
+    world = build_world()
+    body = {"to": world.wallets["carol"].handle, "amount": 300, "pin": "1234"}
+    first = api.post("/api/v1/wallet/transfer", body, format="json", HTTP_IDEMPOTENCY_KEY="k-1", **world.headers("bob"))
+    carol_before = balance_of(world.wallets["carol"])
+
+    # when
+    theirs = api.post(
+        "/api/v1/wallet/transfer", body, format="json", HTTP_IDEMPOTENCY_KEY="k-1", **world.headers("alice")
+    )
+
+    # then: alice's own transfer, not bob's answer replayed (keys are the principal's own)
+    assert first.status_code == theirs.status_code == 201
+    assert "Idempotent-Replayed" not in theirs
+    assert theirs.json()["transaction"]["id"] != first.json()["transaction"]["id"]
+    assert theirs.json()["balance"] == balance_of(world.wallets["alice"])
+    assert balance_of(world.wallets["carol"]) == carol_before + 300
+    assert_ledger_consistent()
+
+
+@pytest.mark.parametrize("route", ["/api/v1/wallet/transactions", "/api/v1/transactions"])
+def test_another_users_history_cursor_is_refused(api, route):
+    # given: a cursor from bob's history
+    world = build_world()
+    page = api.get(route, {"limit": 1}, **world.headers("bob")).json()
+    assert page["has_more"] and page["next_cursor"]
+
+    # when
+    response = api.get(route, {"limit": 1, "cursor": page["next_cursor"]}, **world.headers("alice"))
+
+    # then
+    assert response.status_code == 400
+    assert _problem(response)["code"] == "invalid_cursor"
