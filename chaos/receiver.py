@@ -1,8 +1,8 @@
 """The merchants' webhook receiver, played by the harness: one HTTP server, one path per
 merchant endpoint (/hooks/<n>), each checking `Wallet-Signature` with that endpoint's secret as
 a merchant would. It keeps every event id it accepted (deliveries are at least once, so an id
-may come more than once) and, the first time it sees some ids in the first half of the run,
-answers 503 so that the service has to deliver them again later."""
+may come more than once) and, the first time it sees some ids while the traffic runs, answers
+503 so that the service has to deliver them again later."""
 
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ class Receiver:
         self.accepted: Counter[str] = Counter()
         self.types: dict[str, str] = {}
         self.refused: set[str] = set()
-        # The run turns refusing off halfway, so that the service's retry of the last refused
-        # deliveries (a minute later) does not hold up the end of the run.
+        # The run stops refusing when its traffic ends, so that the end of the run waits at
+        # most one retry interval (a minute) for the last refused deliveries.
         self.refusing = True
         self.server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
         self.server.daemon_threads = True

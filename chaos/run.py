@@ -13,7 +13,7 @@ Knobs (environment variables; `make chaos` passes them through):
 | CHAOS_SEED (random)        | printed; the same seed makes the same operations and the same crash schedule |
 | CHAOS_READY_LIMIT_S (15)   | the longest /readyz may take to answer 200 after a restart |
 | CHAOS_ANSWER_LIMIT_S (180) | the longest a request may go without a definitive answer |
-| CHAOS_DRAIN_LIMIT_S (600)  | the longest the bank, the worker and the outbox may take to settle at the end |
+| CHAOS_DRAIN_LIMIT_S (1200) | the longest the bank, the worker and the outbox may take to settle at the end |
 | CHAOS_PORT (8400)          | first port to try: the service, the bank and the receiver take three in a row |
 | CHAOS_KEEP (0)             | 1 keeps the work directory (logs, data) even when the run passes |
 
@@ -107,7 +107,7 @@ class Knobs:
             seed=number("CHAOS_SEED", secrets.randbelow(10**9), 0),
             ready_limit=number("CHAOS_READY_LIMIT_S", 15, 1),
             answer_limit=number("CHAOS_ANSWER_LIMIT_S", 180, 10),
-            drain_limit=number("CHAOS_DRAIN_LIMIT_S", 600, 10),
+            drain_limit=number("CHAOS_DRAIN_LIMIT_S", 1200, 10),
             port=number("CHAOS_PORT", 8400, 1024),
             keep=env.get("CHAOS_KEEP", "") not in ("", "0"),
         )
@@ -359,8 +359,6 @@ class Run:
         next_report = time.monotonic() + 30
         while any(thread.is_alive() for thread in threads):
             time.sleep(0.2)
-            if progress.value() >= knobs.ops // 2:
-                receiver.refusing = False
             if time.monotonic() >= next_report:
                 done = progress.value()
                 elapsed = time.monotonic() - t0
@@ -370,6 +368,7 @@ class Run:
                 )
                 next_report += 30
         progress.finished.set()
+        receiver.refusing = False
         traffic_seconds = time.monotonic() - t0
         monkey.join()
         if monkey.error is not None:
@@ -416,6 +415,7 @@ class Run:
 
         ready = [r.seconds for r in service.recoveries]
         full = [r.full_seconds for r in service.recoveries]
+        lag = ", ".join(f"{k} {v:.1f} s" for k, v in summary.get("outbox_lag_seconds", {}).items())
         by_kind = ", ".join(f"{k} {g('op_' + k, 0)}" for k in KINDS)
         lines = [
             f"seed {self.knobs.seed}",
@@ -461,7 +461,8 @@ class Run:
             f"workers again: max {max(full, default=0):.1f} s, median {statistics.median(full) if full else 0:.1f} s",
             f"ledger: {summary.get('accounts')} accounts, {summary.get('transactions')} transactions "
             f"{summary.get('transactions_by_type')}, total balance {summary.get('total_balance')}; "
-            f"{summary.get('idempotency_keys')} idempotency keys; {summary.get('outbox_events')} outbox events; "
+            f"{summary.get('idempotency_keys')} idempotency keys; {summary.get('outbox_events')} outbox events "
+            f"(from commit to delivery: {lag}); "
             f"withdrawals {summary.get('withdrawals_succeeded')} paid, {summary.get('withdrawals_failed')} released; "
             f"flagged for review: {summary.get('flagged_payment_attempts')} payment attempts, "
             f"{summary.get('flagged_withdrawals')} withdrawals",

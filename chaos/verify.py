@@ -118,6 +118,18 @@ def _balances(conn, f: Findings, *, book: Book, parties: list[Party], paid: set[
     f.expect(total == 0, f"all balances sum to {total}, not 0")
     f.expect(negative == 0, f"{negative} customer balances below zero")
     f.expect(held_total == 0, f"{held_total} still held in all")
+    # The same rules reconcile checks, asked here independently of the service's code.
+    drifted = conn.execute(
+        "SELECT a.id, a.balance, coalesce(e.total, 0) FROM ledger_account a "
+        "LEFT JOIN (SELECT account_id, sum(amount) AS total FROM ledger_entry GROUP BY account_id) e "
+        "ON e.account_id = a.id WHERE a.balance <> coalesce(e.total, 0)"
+    ).fetchall()
+    f.expect(not drifted, f"{len(drifted)} cached balances differ from their entries (id, cached, sum): {drifted[:5]}")
+    unbalanced = conn.execute(
+        "SELECT transaction_id, sum(amount), count(*) FROM ledger_entry GROUP BY transaction_id "
+        "HAVING sum(amount) <> 0 OR count(*) < 2"
+    ).fetchall()
+    f.expect(not unbalanced, f"{len(unbalanced)} ledger transactions do not balance: {unbalanced[:5]}")
     (pending,) = conn.execute("SELECT count(*) FROM ledger_hold WHERE status = 'pending'").fetchone()
     f.expect(pending == 0, f"{pending} holds left pending")
     (accounts,) = conn.execute("SELECT count(*) FROM ledger_account").fetchone()
@@ -133,7 +145,16 @@ def _transactions(conn, f: Findings, *, book: Book, paid: set[str]) -> None:
     f.summary["transactions_by_type"] = {kind: len(v) for kind, v in sorted(by_type.items())}
     f.same_sets("transfers", {t for t, _ in by_type.get("transfer", [])}, set(book.transfers))
     f.same_sets("payments", {t for t, _ in by_type.get("payment", [])}, set(book.payments))
-    f.same_sets("refunds", {t for t, _ in by_type.get("refund", [])}, book.refund_transactions)
+    # A refund the fees account paid all of (the last part of a payment, which gives back the
+    # rest of its fee) has no entry of the merchant's, so its answer names no transaction: the
+    # refund's own row does.
+    refund_rows = dict(conn.execute("SELECT id::text, transaction_id::text FROM wallets_refund").fetchall())
+    answered = {refund_rows.get(r) for r in book.refunds} - {None}
+    f.same_sets("refunds", {t for t, _ in by_type.get("refund", [])}, answered)
+    f.expect(
+        book.refund_transactions <= answered,
+        f"refund answers name transactions that are no refund's: {sorted(book.refund_transactions - answered)[:5]}",
+    )
     deposits = Counter(ref.removeprefix("payment_attempt:") for _, ref in by_type.get("deposit", []))
     credited = {pid for pid, a in book.attempts.items() if a.outcome == "succeeded"}
     twice = [pid for pid, n in deposits.items() if n > 1]
@@ -257,7 +278,12 @@ def _delivery(conn, f: Findings, *, received: Counter, merchant_wallets: set[str
     delivered_events = {event_id for _, _, event_id in deliveries}
     lost = concerning - delivered_events
     f.expect(not lost, f"{len(lost)} events concerning a merchant have no webhook delivery: {sorted(lost)[:5]}")
+    lag = conn.execute(
+        "SELECT percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY lag), max(lag) "
+        "FROM (SELECT extract(epoch FROM delivered_at - created_at)::float AS lag FROM ledger_outboxevent) AS lags"
+    ).fetchone()
     f.summary.update(
+        outbox_lag_seconds={"median": lag[0][0], "p99": lag[0][1], "max": float(lag[1])} if lag[1] is not None else {},
         outbox_events=events,
         webhook_deliveries=len(deliveries),
         webhooks_received=sum(received.values()),
