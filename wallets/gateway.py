@@ -79,6 +79,8 @@ def _pinned(connection_class: type, address: str) -> type:
     class Pinned(connection_class):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
+            # http.client opens its socket through this attribute (set in __init__ for
+            # exactly this kind of override); test_webhooks_merchant_ssrf checks it still is.
             self._create_connection = lambda target, *rest: socket.create_connection((address, target[1]), *rest)
 
     return Pinned
