@@ -39,6 +39,7 @@ of sending requests, and resumes once a probe after the cool-down succeeds.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -80,6 +81,12 @@ CALLBACK_ACTOR = "system:bank_callback"
 RECOVERY_ACTOR = "system:withdrawal_recovery"
 SUBMIT_BATCH_SIZE = 50
 RECOVER_BATCH_SIZE = 100
+# A run starts no bank call after this long. Each call may take the bank's whole timeout, and
+# the worker does one thing at a time: without a budget a slow bank held the worker's loop,
+# and every outbox event and merchant webhook behind it, for minutes (50 payouts of a bank that
+# times out; found by the chaos suite). As wallets.notifications' webhook runs, a run lasts at
+# most the budget plus one call; what is left waits for the next run.
+RUN_BUDGET_SECONDS = 5.0
 _FINGERPRINT_SALT = "wallets.bank_account.fingerprint.v1"
 
 Status = Withdrawal.Status
@@ -402,13 +409,15 @@ class SubmitRun:
     results: dict[str, int] = field(default_factory=dict)
 
 
-def withdrawals_submit(*, limit: int = SUBMIT_BATCH_SIZE) -> SubmitRun:
-    """Send up to `limit` pending payouts, one at a time. Stops as soon as the bank's
-    breaker is open (or the bank is unreachable): the rest wait, held and pending, and go
-    out on a later run once the bank answers again."""
+def withdrawals_submit(*, limit: int = SUBMIT_BATCH_SIZE, budget_seconds: float = RUN_BUDGET_SECONDS) -> SubmitRun:
+    """Send up to `limit` pending payouts, one at a time, starting none after
+    `budget_seconds`. Stops as soon as the bank's breaker is open (or the bank is
+    unreachable): the rest wait, held and pending, and go out on a later run once the bank
+    answers again."""
     run = SubmitRun()
     breaker = bank_breaker()
-    while run.sent < limit and breaker.would_allow():
+    started = time.monotonic()
+    while run.sent < limit and breaker.would_allow() and time.monotonic() - started < budget_seconds:
         withdrawal = _claim_next()
         if withdrawal is None:
             break
@@ -495,10 +504,12 @@ class RecoverRun:
     results: dict[str, int] = field(default_factory=dict)
 
 
-def withdrawals_recover(*, now: datetime | None = None, limit: int = RECOVER_BATCH_SIZE) -> RecoverRun:
+def withdrawals_recover(
+    *, now: datetime | None = None, limit: int = RECOVER_BATCH_SIZE, budget_seconds: float = RUN_BUDGET_SECONDS
+) -> RecoverRun:
     """Reconcile, with the bank, the withdrawals in flight (submitting or submitted) whose
-    last change is older than WITHDRAWAL_RECHECK_SECONDS, oldest first. Stops while the
-    bank's breaker is open."""
+    last change is older than WITHDRAWAL_RECHECK_SECONDS, oldest first, asking about none
+    after `budget_seconds` (the rest are next run's). Stops while the bank's breaker is open."""
     now = now or timezone.now()
     stale_before = now - timedelta(seconds=settings.WALLET["WITHDRAWAL_RECHECK_SECONDS"])
     ids = list(
@@ -508,8 +519,9 @@ def withdrawals_recover(*, now: datetime | None = None, limit: int = RECOVER_BAT
     )
     run = RecoverRun()
     breaker = bank_breaker()
+    started = time.monotonic()
     for withdrawal_id in ids:
-        if not breaker.would_allow():
+        if not breaker.would_allow() or time.monotonic() - started >= budget_seconds:
             break
         result = withdrawal_reconcile(withdrawal_id=withdrawal_id, now=now)
         run.checked += 1

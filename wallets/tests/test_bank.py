@@ -346,6 +346,35 @@ def test_while_the_bank_fails_withdrawals_wait_and_go_out_once_it_recovers(bank,
     assert_ledger_consistent()
 
 
+def test_a_slow_bank_holds_a_payout_run_no_longer_than_its_budget(settings, fake_bank):
+    """Found by the chaos suite: a run sent up to 50 payouts to a bank that took its whole
+    timeout for each, holding the worker (and the outbox behind it) for minutes."""
+    # given: three pending withdrawals, and a bank that takes 0.8 s over every call
+    slow = fake_bank(status=200, delay=0.8)
+    _wallet_settings(settings, BANK_URL=slow.url, BANK_TIMEOUT_SECONDS=5)
+    made = [funded_withdrawal(amount=1000, funds=1000) for _ in range(3)]
+    # when: a run with a budget shorter than one call
+    run = withdrawals_submit(budget_seconds=0.3)
+    # then: one payout went out (its answer unknown); the others were not started and wait
+    assert run.sent == 1 and run.results == {"error": 1} and slow.requests == 1
+    assert sorted(status_of(withdrawal) for _, withdrawal in made) == ["pending", "pending", "submitting"]
+    assert_ledger_consistent()
+
+
+def test_a_slow_bank_holds_a_recovery_run_no_longer_than_its_budget(settings, fake_bank):
+    # given: three withdrawals in flight long enough to be asked about, and a slow bank
+    slow = fake_bank(status=200, delay=0.8)
+    _wallet_settings(settings, BANK_URL=slow.url, BANK_TIMEOUT_SECONDS=5)
+    made = [funded_withdrawal(amount=1000, funds=1000) for _ in range(3)]
+    Withdrawal.objects.update(status=Withdrawal.Status.SUBMITTED)
+    # when
+    run = withdrawals_recover(now=after(3600), budget_seconds=0.3)
+    # then: the bank was asked about one; the others are the next run's
+    assert run.checked == 1 and run.results == {"error": 1} and slow.requests == 1
+    assert [status_of(withdrawal) for _, withdrawal in made] == ["submitted"] * 3
+    assert_ledger_consistent()
+
+
 def test_gateway_deliveries_time_out_and_stop_while_the_receiver_fails(fake_bank):
     # given: a receiver that answers 503, one that answers too late, and a breaker of 2
     failing_receiver = fake_bank(status=503)
