@@ -1,7 +1,7 @@
 """`make chaos`: money under torture (`python -m chaos.run`; README "Chaos").
 
 The harness is its own supervisor of the whole service: an embedded PostgreSQL in a
-throwaway directory, the migrations, gunicorn and the background worker as child processes.
+throwaway directory, the migrations, gunicorn and the background workers as child processes.
 It also plays every outside party over real HTTP: the customers and merchants (many
 concurrent clients), the payment gateway (signed webhooks), the bank (chaos.bank: the payout
 API the service calls, and signed callbacks) and the merchants' webhook receiver

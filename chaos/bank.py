@@ -33,6 +33,7 @@ import random
 import threading
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote
@@ -80,8 +81,8 @@ class Payout:
 
 def plan_for(rng: random.Random) -> Plan:
     roll = rng.random()
-    answer = "normal" if roll < 0.76 else "late" if roll < 0.86 else "error" if roll < 0.91 else "drop"
-    if rng.random() < 0.05:
+    answer = "normal" if roll < 0.88 else "late" if roll < 0.94 else "error" if roll < 0.97 else "drop"
+    if rng.random() < 0.03:
         answer = "refuse"
     roll = rng.random()
     settle = "overtake" if roll < 0.15 else "later" if roll < 0.75 else "silent" if roll < 0.87 else "never"
@@ -121,6 +122,9 @@ class Bank:
         self.lock = threading.Lock()
         self.payouts: dict[str, Payout] = {}
         self.plans: dict[str, Plan] = {}
+        # Callbacks the service answered by settling the withdrawal (posted or released): one
+        # payout can be settled by at most one of them.
+        self.settling_answers: Counter[str] = Counter()
         self.timers = Timers(threads=4, name="bank")
         self.server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
         self.server.daemon_threads = True
@@ -148,6 +152,10 @@ class Bank:
     def unsettled(self) -> int:
         with self.lock:
             return sum(1 for p in self.payouts.values() if p.status == "processing")
+
+    def settled_more_than_once(self) -> list[str]:
+        with self.lock:
+            return [reference for reference, n in self.settling_answers.items() if n > 1]
 
     def busy(self) -> bool:
         return self.timers.pending() > 0
@@ -220,7 +228,7 @@ class Bank:
     def status(self, request: _Handler, reference: str) -> None:
         self.stats.add("bank_status_checks")
         rng = random.Random()
-        if rng.random() < 0.05:
+        if rng.random() < 0.02:
             self.stats.add("bank_status_timeouts")
             time.sleep(self.late_seconds)
         out = self._out(reference)
@@ -320,9 +328,11 @@ class Bank:
             return
         finally:
             client.close()
-        ok = (answer.status == 200 and isinstance(answer.body, dict) and answer.body.get("result") in results) or (
-            answer.code in codes
-        )
+        result = answer.body.get("result") if answer.status == 200 and isinstance(answer.body, dict) else None
+        if result in ("posted", "released"):
+            with self.lock:
+                self.settling_answers[event["data"]["reference"]] += 1
+        ok = result in results or answer.code in codes
         if not ok:
             self.violations.add(
                 f"bank callback {event['type']} ({event['data']['amount']}) for {event['data']['reference']} "

@@ -6,9 +6,10 @@ violation found; exits 1 on any violation (0 when there is none, 2 when it could
 Knobs (environment variables; `make chaos` passes them through):
 
 | CHAOS_OPS (20000)          | operations: one Idempotency-Key each |
-| CHAOS_CRASHES (50)         | SIGKILLs: gunicorn workers, the gunicorn master, the background worker |
+| CHAOS_CRASHES (50)         | SIGKILLs: gunicorn workers, the gunicorn master, background workers |
 | CHAOS_PG_RESTARTS (3)      | PostgreSQL restarts, fast and immediate shutdowns (at least one of each from 2) |
 | CHAOS_CLIENTS (24)         | concurrent client threads |
+| CHAOS_WORKERS (2)          | background workers (`manage.py run_worker`), each killed now and then |
 | CHAOS_CUSTOMERS (24), CHAOS_MERCHANTS (3) | the parties |
 | CHAOS_SEED (random)        | printed; the same seed makes the same operations and the same crash schedule |
 | CHAOS_READY_LIMIT_S (15)   | the longest /readyz may take to answer 200 after a restart |
@@ -78,6 +79,7 @@ class Knobs:
     crashes: int
     pg_restarts: int
     clients: int
+    workers: int
     customers: int
     merchants: int
     seed: int
@@ -102,6 +104,7 @@ class Knobs:
             crashes=number("CHAOS_CRASHES", 50, 0),
             pg_restarts=number("CHAOS_PG_RESTARTS", 3, 0),
             clients=number("CHAOS_CLIENTS", 24, 1),
+            workers=number("CHAOS_WORKERS", 2, 1),
             customers=number("CHAOS_CUSTOMERS", 24, 2),
             merchants=number("CHAOS_MERCHANTS", 3, 1),
             seed=number("CHAOS_SEED", secrets.randbelow(10**9), 0),
@@ -215,7 +218,8 @@ class Run:
         work = Path(tempfile.mkdtemp(prefix="wallet-chaos-"))
         say(
             f"seed {knobs.seed}: {knobs.ops} operations from {knobs.clients} clients, {knobs.customers} customers and "
-            f"{knobs.merchants} merchants; {knobs.crashes} crashes, {knobs.pg_restarts} PostgreSQL restarts; "
+            f"{knobs.merchants} merchants, {knobs.workers} background workers; {knobs.crashes} crashes, "
+            f"{knobs.pg_restarts} PostgreSQL restarts; "
             f"service on port {port}, bank {port + 1}, webhook receiver {port + 2}; work directory {work}"
         )
         keys = {name: secrets.token_urlsafe(48) for name in ("JWT_SIGNING_KEY", "PIN_PEPPER")}
@@ -239,6 +243,7 @@ class Run:
             env=env,
             port=port,
             web_concurrency=WEB_CONCURRENCY,
+            workers=knobs.workers,
             ready_limit=knobs.ready_limit,
             stats=self.stats,
             violations=self.violations,
@@ -271,7 +276,7 @@ class Run:
             self.times["drain"] = time.monotonic() - t_drain
             t_verify = time.monotonic()
             service.stop()
-            for name, proc in (("gunicorn", service.web), ("the worker", service.worker)):
+            for name, proc in (("gunicorn", service.web), *(("a worker", w) for w in service.workers)):
                 if proc.returncode != 0:
                     self.violations.add(f"{name} exited {proc.returncode} on SIGTERM after the run, not 0")
             reconciled = service.manage("reconcile", "--triggered-by", "chaos")
@@ -286,6 +291,9 @@ class Run:
                     received=receiver.received()[0],
                     violations=self.violations,
                 )
+            twice = bank.settled_more_than_once()
+            if twice:
+                self.violations.add(f"{len(twice)} withdrawals settled by more than one bank callback: {twice[:5]}")
             self.times["verify"] = time.monotonic() - t_verify
             self.check_crashes(service, monkey)
             self.times["total"] = time.monotonic() - t0
@@ -451,7 +459,7 @@ class Run:
             f"crashes: {sum(g('crash_' + k, 0) for k in CRASH_KINDS)} "
             f"(gunicorn worker {g('crash_gunicorn_worker', 0)}, "
             f"gunicorn master {g('crash_gunicorn_master', 0)} [{g('crash_gunicorn_master_with_workers', 0)} with its "
-            f"workers, {g('crash_gunicorn_master_alone', 0)} alone], background worker "
+            f"workers, {g('crash_gunicorn_master_alone', 0)} alone], background workers "
             f"{g('crash_background_worker', 0)}); PostgreSQL restarts: "
             f"{g('postgres_restart_fast', 0) + g('postgres_restart_immediate', 0)} "
             f"(fast {g('postgres_restart_fast', 0)}, "

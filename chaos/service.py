@@ -3,7 +3,7 @@ supervisor would, and the crashes it inflicts on them.
 
 The harness starts the embedded PostgreSQL (walletsite.embedded_pg, durable: fsync on, so an
 immediate shutdown leaves real crash recovery to do), runs the migrations, then starts gunicorn
-(walletsite/gunicorn_conf.py) and the background worker (`manage.py run_worker`) as children in
+(walletsite/gunicorn_conf.py) and the background workers (`manage.py run_worker`) as children in
 sessions of their own, with the run's environment. The crashes:
 
 - a gunicorn worker: SIGKILL; the gunicorn master starts a new one by itself;
@@ -11,7 +11,8 @@ sessions of their own, with the run's environment. The crashes:
   kills everything when its main process dies) or they are left to notice that their parent is
   gone and finish on their own (a supervisor that kills only the main process); the harness
   starts a new master once the port is free;
-- the background worker: SIGKILL, started again at once;
+- a background worker (the run has CHAOS_WORKERS of them, as an operator runs several): SIGKILL,
+  started again at once;
 - PostgreSQL: `pg_ctl stop -m fast` (sessions ended, checkpoint) or `-m immediate` (no
   checkpoint: crash recovery on the next start), down for a moment, started again. Nothing else
   is restarted: gunicorn and the worker must come back to it by themselves.
@@ -68,6 +69,7 @@ class Service:
         env: dict[str, str],
         port: int,
         web_concurrency: int,
+        workers: int,
         ready_limit: float,
         stats: Stats,
         violations: Violations,
@@ -76,13 +78,15 @@ class Service:
         self.env = env
         self.port = port
         self.web_concurrency = web_concurrency
+        self.worker_count = workers
         self.ready_limit = ready_limit
         self.stats = stats
         self.violations = violations
         self.pgdata = work / "pg"
         self.lock = threading.RLock()
         self.web: subprocess.Popen | None = None
-        self.worker: subprocess.Popen | None = None
+        # The background workers (`manage.py run_worker`), as many as an operator runs.
+        self.workers: list[subprocess.Popen] = []
         self.recoveries: list[Recovery] = []
         self._orphans: list[tuple[psutil.Process, float]] = []
         self._watching = False
@@ -130,16 +134,21 @@ class Service:
             self._wait_for_port()
             self.web = self._spawn(GUNICORN, "web")
 
-    def start_worker(self) -> None:
+    def start_worker(self, slot: int) -> None:
         with self.lock:
-            self.worker = self._spawn(WORKER, "worker")
+            proc = self._spawn(WORKER, f"worker{slot}")
+            if slot < len(self.workers):
+                self.workers[slot] = proc
+            else:
+                self.workers.append(proc)
 
     def start(self) -> None:
         self.postgres_start()
         self.migrate()
         self.start_web()
         self.wait_ready()
-        self.start_worker()
+        for slot in range(self.worker_count):
+            self.start_worker(slot)
         self._watching = True
         self._watcher = threading.Thread(target=self._watch, name="process-watch", daemon=True)
         self._watcher.start()
@@ -151,10 +160,10 @@ class Service:
         if self._watcher is not None:
             self._watcher.join()
         with self.lock:
-            for proc in (self.web, self.worker):
+            for proc in (self.web, *self.workers):
                 if proc is not None and proc.poll() is None:
                     proc.send_signal(signal.SIGTERM)
-            for proc in (self.web, self.worker):
+            for proc in (self.web, *self.workers):
                 if proc is None:
                     continue
                 try:
@@ -170,7 +179,7 @@ class Service:
     def kill_everything(self) -> None:
         """After a failure of the harness itself: leave nothing running."""
         self._watching = False
-        for proc in (self.web, self.worker):
+        for proc in (self.web, *self.workers):
             if proc is not None and proc.poll() is None:
                 self._kill_tree(proc.pid)
                 proc.wait()
@@ -200,9 +209,10 @@ class Service:
                     if self.web is not None and self.web.poll() is not None:
                         self.violations.add(f"the gunicorn master exited on its own (exit {self.web.returncode})")
                         self.start_web()
-                    if self.worker is not None and self.worker.poll() is not None:
-                        self.violations.add(f"the background worker exited on its own (exit {self.worker.returncode})")
-                        self.start_worker()
+                    for slot, worker in enumerate(self.workers):
+                        if worker.poll() is not None:
+                            self.violations.add(f"a background worker exited on its own (exit {worker.returncode})")
+                            self.start_worker(slot)
                     self._check_orphans()
                 except Exception as exc:
                     self.violations.add(f"the harness could not restart a process: {type(exc).__name__}: {exc}")
@@ -282,7 +292,7 @@ class Service:
     CRASHES = {
         "gunicorn_worker": "a gunicorn worker's SIGKILL",
         "gunicorn_master": "the gunicorn master's SIGKILL",
-        "background_worker": "the background worker's SIGKILL",
+        "background_worker": "a background worker's SIGKILL",
     }
 
     def crash(self, kind: str, rng) -> str:
@@ -308,10 +318,12 @@ class Service:
                 self.stats.add("crash_gunicorn_master_with_workers" if group else "crash_gunicorn_master_alone")
                 detail = "its workers killed too" if group else "its workers left to stop on their own"
             elif kind == "background_worker":
-                self.worker.kill()
-                self.worker.wait()
-                self.start_worker()
-                detail = f"pid {self.worker.pid} started"
+                slot = rng.randrange(len(self.workers))
+                victim = self.workers[slot]
+                victim.kill()
+                victim.wait()
+                self.start_worker(slot)
+                detail = f"pid {victim.pid}; pid {self.workers[slot].pid} started"
             else:
                 raise ValueError(f"no crash called {kind!r}")
         self.stats.add(f"crash_{kind}")

@@ -462,5 +462,7 @@ class Traffic:
         body = {"amount": amount, "pin": PIN, "bank_account": party.bank_account}
         answer = self._money(client, rng, "withdraw", party, "/api/v1/wallet/withdraw", body, index)
         if answer.status == 202:
+            if answer.body.get("amount") != amount or answer.body.get("status") != "pending":
+                self.violations.add(f"withdraw {amount} answered {answer.brief()}")
             with self.book.lock:
                 self.book.withdrawals[answer.body["withdrawal_id"]] = (party, amount)
