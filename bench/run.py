@@ -1,12 +1,14 @@
 """`make bench` (`python -m bench.run`): the service and the textbook baseline under the same
 load, alternating, in one run (README "Benchmark").
 
-1. A fresh data directory (BENCH_DATA_DIR). The service starts the way `make run` starts it
-   (`python -m walletsite.serve`: embedded PostgreSQL 18 with fsync on, migrations, gunicorn,
-   the worker); the baseline (bench/baseline) gets its own database on that same server and
-   its own gunicorn with the same gunicorn settings (walletsite/gunicorn_conf.py,
-   WEB_CONCURRENCY x WEB_THREADS gthread), and so do the ceilings (bench/ceilings). With
-   BENCH_SYNC5=1 the baseline also runs as the textbook deployment, 5 sync workers.
+1. A fresh data directory (BENCH_DATA_DIR; with BENCH_REUSE=1, the service's data an earlier
+   run of the same sizes seeded and left is kept, and only its logins are renewed). The
+   service starts the way `make run` starts it (`python -m walletsite.serve`: embedded
+   PostgreSQL 18 with fsync on, migrations, gunicorn, the worker); the baseline
+   (bench/baseline) gets its own database on that same server and its own gunicorn with the
+   same gunicorn settings (walletsite/gunicorn_conf.py, WEB_CONCURRENCY x WEB_THREADS
+   gthread), and so do the ceilings (bench/ceilings). With BENCH_SYNC5=1 the baseline also
+   runs as the textbook deployment, 5 sync workers.
 2. Both are seeded through their own code (bench/seed.py), the service's history wallet with
    BENCH_HISTORY_ENTRIES entries.
 3. A contract check: on every transfer target, the same answers to the same requests (no key,
@@ -27,6 +29,7 @@ How each number is measured is in the README's "Benchmark" section.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import shutil
@@ -58,6 +61,8 @@ HISTORY_PATH = "/api/v1/wallet/transactions?limit=20"
 QUIET_SHARE = 0.1
 QUIET_SLICE_S = 0.5
 QUIET_TIMEOUT_S = 120.0
+# The longest an open-loop connection waits between two requests (see Run.connections).
+OPEN_LOOP_IDLE_S = 2.5
 
 
 class BenchFailed(Exception):
@@ -168,6 +173,7 @@ class Knobs:
     history_entries: int
     rounds: int
     warmup: int
+    reuse: bool
     scenarios: tuple[str, ...]
     sync5: bool
     port: int
@@ -190,7 +196,8 @@ class Knobs:
             needs = BY_NAME[name].open_of
             if needs and needs not in scenarios:
                 raise SystemExit(f"bench: {name} runs at half of {needs}'s throughput; add {needs} to BENCH_SCENARIOS")
-        data_dir = Path(env.get("BENCH_DATA_DIR") or ROOT / ".data" / "bench").resolve()
+        # Apart, so that a smoke run leaves a full run's seeded data for BENCH_REUSE.
+        data_dir = Path(env.get("BENCH_DATA_DIR") or ROOT / ".data" / ("bench-smoke" if smoke else "bench")).resolve()
         default_output = data_dir / "results.json" if smoke else ROOT / "docs" / "bench" / "results.json"
         output = Path(env.get("BENCH_OUTPUT") or default_output).resolve()
         web_concurrency = _whole(env, "WEB_CONCURRENCY", 2)
@@ -204,6 +211,7 @@ class Knobs:
             history_entries=_whole(env, "BENCH_HISTORY_ENTRIES", 2000 if smoke else 1_000_000, low=40),
             rounds=_whole(env, "BENCH_ROUNDS", 1 if smoke else 3),
             warmup=_whole(env, "BENCH_WARMUP", 1 if smoke else 5),
+            reuse=env.get("BENCH_REUSE", "") not in ("", "0"),
             scenarios=scenarios,
             sync5=env.get("BENCH_SYNC5", "0" if smoke else "1") not in ("", "0"),
             port=_whole(env, "BENCH_PORT", 8600),
@@ -234,7 +242,7 @@ def _fresh_data_dir(path: Path) -> None:
         embedded_pg.stop(path / "pg", mode="immediate")
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
-    (path / MARKER).write_text("made by bench.run; emptied at the start of every run\n")
+    (path / MARKER).write_text("made by bench.run; emptied at the start of every run (unless BENCH_REUSE)\n")
 
 
 class Run:
@@ -290,11 +298,22 @@ class Run:
         server.wait_ready()
         self.pids[name] = server.pid
 
+    def reusable_seed(self) -> dict | None:
+        """With BENCH_REUSE, the service seeded by an earlier run of the same sizes."""
+        path = self.seeds / "service.json"
+        if not self.knobs.reuse or not (self.knobs.data_dir / MARKER).exists() or not path.exists():
+            return None
+        seeded = json.loads(path.read_text())
+        sizes = (seeded["wallets"], seeded["history_entries"])
+        return seeded if sizes == (self.knobs.wallets, self.knobs.history_entries) else None
+
     def start(self) -> None:
         knobs = self.knobs
-        _fresh_data_dir(knobs.data_dir)
-        self.seeds.mkdir()
-        self.logs.mkdir()
+        reused = self.reusable_seed()
+        if reused is None:
+            _fresh_data_dir(knobs.data_dir)
+        self.seeds.mkdir(exist_ok=True)
+        self.logs.mkdir(exist_ok=True)
         # Makes DATA_DIR/secrets.json once, before any server reads it.
         cfg = service_config.load(self.env())
         self.socket_dir = Path(cfg.database.host)
@@ -320,13 +339,20 @@ class Run:
         self.pids["postgres"] = int((knobs.data_dir / "pg" / "postmaster.pid").read_text().split("\n", 1)[0])
         self.db["service"] = self.connect(embedded_pg.DATABASE)
 
-        _say(f"seeding the service: {knobs.wallets} wallets, a history wallet of {knobs.history_entries:,} entries")
-        self.seeding["service"] = self.seed("service", "walletsite.settings", knobs.wallets, knobs.history_entries)
+        if reused is None:
+            _say(f"seeding the service: {knobs.wallets} wallets, a history wallet of {knobs.history_entries:,} entries")
+            self.seeding["service"] = self.seed("service", "walletsite.settings", knobs.wallets, knobs.history_entries)
+            (self.seeds / "service.json").write_text(json.dumps(self.seeding["service"]))
+        else:
+            _say("BENCH_REUSE: the service as an earlier run seeded it (and left it); fresh logins only")
+            logins = self.seed("service-tokens", "walletsite.settings")
+            self.seeding["service"] = {**reused, "reused_from_an_earlier_run": True, "fresh_logins": logins}
 
         _say("the baseline: its database, migrations, seeds")
         with self.connect("postgres") as conn:
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'bench_baseline'").fetchone():
-                conn.execute('CREATE DATABASE "bench_baseline"')
+            # Always from scratch: it takes seconds.
+            conn.execute('DROP DATABASE IF EXISTS "bench_baseline" WITH (FORCE)')
+            conn.execute('CREATE DATABASE "bench_baseline"')
         started = time.monotonic()
         subprocess.run(
             [PY, "-m", "django", "migrate", "--noinput", "-v", "0"],
@@ -467,12 +493,18 @@ class Run:
                 return round(waited, 2), True
             previous = now
 
-    def connections(self, target: Target) -> int:
-        """BENCH_CONNECTIONS, but for the bcrypt variant no more than the threads that can serve
-        at once: at ~250 ms of CPU per request, more would only queue towards wrk's timeout."""
+    def connections(self, target: Target, rate: float | None) -> int:
+        """BENCH_CONNECTIONS, with two exceptions. The bcrypt variant gets no more than the
+        threads that can serve at once: at ~250 ms of CPU per request, more would only queue
+        towards wrk's timeout. An open loop gets as many as keep each one sending at least every
+        OPEN_LOOP_IDLE_S: a connection idle for longer than gunicorn's keep-alive (5 s) is closed
+        by the server, and wrk counts the request it then writes into it as a read error."""
+        connections = self.knobs.connections
         if target.name == "baseline_bcrypt":
-            return min(self.knobs.connections, self.knobs.web_concurrency * self.knobs.web_threads)
-        return self.knobs.connections
+            connections = min(connections, self.knobs.web_concurrency * self.knobs.web_threads)
+        if rate:
+            connections = min(connections, max(self.knobs.threads, math.ceil(rate * OPEN_LOOP_IDLE_S)))
+        return connections
 
     def drive(
         self, scenario: Scenario, target: Target, rnd: int, rate: float | None, duration: int | None = None
@@ -480,7 +512,7 @@ class Run:
         knobs = self.knobs
         duration = duration or knobs.duration
         common = {"warmup": str(min(5, max(1, duration // 5))) if rate else "0", "rate": f"{rate or 0:.1f}"}
-        wrk = {"duration": duration, "connections": self.connections(target), "threads": knobs.threads}
+        wrk = {"duration": duration, "connections": self.connections(target, rate), "threads": knobs.threads}
         if scenario.kind == "transfer":
             merchant = self.wallet_lines(target.seeds, "merchant")[0][1] if scenario.hot else ""
             options = {
@@ -569,7 +601,7 @@ class Run:
             )
         # Every 2xx answer is a posted transfer, and nothing was posted that was not asked for
         # (at most one request per connection was still in flight when the load stopped).
-        in_flight = self.knobs.pgbench_clients if scenario.kind == "pgbench" else self.connections(target)
+        in_flight = self.knobs.pgbench_clients if scenario.kind == "pgbench" else self.connections(target, rate)
         if counts and not measured.ok <= posted <= measured.ok + in_flight:
             raise BenchFailed(f"{label}: {measured.ok} successful answers but {posted} transfers posted")
 
@@ -682,6 +714,7 @@ class Run:
             "wrk_threads": knobs.threads,
             "wallets": knobs.wallets,
             "history_entries": knobs.history_entries,
+            "reused_seed": bool(self.seeding.get("service", {}).get("reused_from_an_earlier_run")),
             "scenarios": list(knobs.scenarios),
             "gunicorn": f"gthread, {knobs.web_concurrency} workers x {knobs.web_threads} threads",
             "baseline_sync5": "5 sync workers, 1 thread each" if knobs.sync5 else None,

@@ -2,6 +2,7 @@
 
     python -m bench.seed service  OUT_DIR WALLETS HISTORY_ENTRIES   (walletsite.settings)
     python -m bench.seed baseline OUT_DIR WALLETS                   (bench.baseline.settings)
+    python -m bench.seed service-tokens OUT_DIR      (walletsite.settings; fresh logins only)
 
 The service's wallets are made the way its users make them: `user_register` (password,
 PIN, wallet), `session_start` (a login and its access token) and a top-up
@@ -127,9 +128,7 @@ def seed_service(out: Path, wallets: int, history_entries: int) -> dict:
     if account_ids != list(range(account_ids[0], account_ids[0] + len(account_ids))):
         raise RuntimeError("the customers' ledger accounts are not one range of ids")
 
-    _write_wallets(out / "service-wallets.tsv", [(tokens[u.id], w.handle) for u, w in customers])
-    _write_wallets(out / "service-merchant.tsv", [(tokens[merchant[0].id], merchant[1].handle)])
-    _write_wallets(out / "service-history.tsv", [(tokens[history[0].id], history[1].handle)])
+    _write_service_wallets(out, customers, merchant, history, tokens)
     (out / "service-history-cursors.txt").write_text("".join(f"{c}\n" for c in cursors))
     return {
         "wallets": wallets,
@@ -138,6 +137,28 @@ def seed_service(out: Path, wallets: int, history_entries: int) -> dict:
         "merchant_account_id": merchant[1].account_id,
         "timings": timings,
     }
+
+
+def _write_service_wallets(out: Path, customers: list, merchant: tuple, history: tuple, tokens: dict) -> None:
+    _write_wallets(out / "service-wallets.tsv", [(tokens[u.id], w.handle) for u, w in customers])
+    _write_wallets(out / "service-merchant.tsv", [(tokens[merchant[0].id], merchant[1].handle)])
+    _write_wallets(out / "service-history.tsv", [(tokens[history[0].id], history[1].handle)])
+
+
+def seed_service_tokens(out: Path) -> dict:
+    """For a run that reuses an earlier run's seeded service (BENCH_REUSE): a fresh login for
+    each seeded user, so no token expires during the run."""
+    from accounts.tokens import session_start
+    from wallets.models import Wallet
+
+    started = time.monotonic()
+    wallets = Wallet.objects.select_related("user").filter(user__email__endswith="@bench.example")
+    by_email = {wallet.user.email: (wallet.user, wallet) for wallet in wallets}
+    customers = [pair for email, pair in sorted(by_email.items()) if email[len("bench-") :][:6].isdigit()]
+    merchant, history = by_email["bench-merchant@bench.example"], by_email["bench-history@bench.example"]
+    tokens = {user.id: session_start(user=user)["access_token"] for user, _ in [*customers, merchant, history]}
+    _write_service_wallets(out, customers, merchant, history, tokens)
+    return {"wallets": len(customers), "timings": {"login_s": round(time.monotonic() - started, 2)}}
 
 
 def seed_baseline(out: Path, wallets: int) -> dict:
@@ -186,6 +207,8 @@ def main(argv: list[str]) -> int:
     django.setup()
     if target == "service":
         made = seed_service(out, wallets=int(argv[2]), history_entries=int(argv[3]))
+    elif target == "service-tokens":
+        made = seed_service_tokens(out)
     elif target == "baseline":
         made = seed_baseline(out, wallets=int(argv[2]))
     else:

@@ -68,10 +68,11 @@ def test_every_scenario_names_known_targets_and_its_closed_loop_twin():
 
 def test_knobs_smoke_defaults_and_refusals(tmp_path):
     knobs = Knobs.from_env({"BENCH_SMOKE": "1", "BENCH_DATA_DIR": str(tmp_path)})
-    assert (knobs.rounds, knobs.sync5, knobs.readme) == (1, False, False)
+    assert (knobs.rounds, knobs.sync5, knobs.readme, knobs.reuse) == (1, False, False, False)
     assert knobs.output == tmp_path / "results.json"
     assert knobs.pgbench_clients == knobs.web_concurrency * knobs.web_threads
 
+    assert Knobs.from_env({"BENCH_SMOKE": "1", "BENCH_REUSE": "1"}).reuse
     full = Knobs.from_env({"BENCH_DATA_DIR": str(tmp_path)})
     assert (full.rounds, full.sync5, full.readme, full.history_entries) == (3, True, True, 1_000_000)
 
