@@ -111,6 +111,9 @@ class Config:
     default_from_email: str = "wallet@localhost"
     webhook_max_attempts: int = 8
     webhook_timeout_seconds: int = 5
+    # How long a request waits for a free connection of its process's pool before it is
+    # answered 503 database_unavailable.
+    database_pool_timeout_seconds: int = 10
     # Rate limits (walletsite.throttles): the networks of the reverse proxies in front of the
     # service. Only a request whose REMOTE_ADDR is in one of them has its client address read
     # from X-Forwarded-For; empty: REMOTE_ADDR is the client.
@@ -339,5 +342,6 @@ def load(environ: dict[str, str] | None = None) -> Config:
         default_from_email=_email(env, "DEFAULT_FROM_EMAIL", "wallet@localhost"),
         webhook_max_attempts=_integer(env, "WEBHOOK_MAX_ATTEMPTS", 8, 1, 50),
         webhook_timeout_seconds=_integer(env, "WEBHOOK_TIMEOUT_SECONDS", 5, 1, 30),
+        database_pool_timeout_seconds=_integer(env, "DATABASE_POOL_TIMEOUT_SECONDS", 10, 1, 300),
         trusted_proxies=_trusted_proxies(env),
     )

@@ -23,6 +23,10 @@ def pytest_load_initial_conftests(early_config, parser, args):
     # The suite logs in and registers hundreds of times from one address: rate limits are off
     # unless a run asks for them. walletsite/tests/test_throttles*.py turn them on per test.
     os.environ.setdefault("RATE_LIMITS", "off")
+    # The concurrency tests run up to 100 threads over one process's pool (WEB_THREADS + 4
+    # connections); on a loaded 2-core machine a thread can wait longer for a connection than
+    # production's 10 s, which would answer 503 instead of testing the ledger.
+    os.environ.setdefault("DATABASE_POOL_TIMEOUT_SECONDS", "120")
     # Tests never write secrets into the developer's .data/: a throwaway data dir.
     os.environ.setdefault("DATA_DIR", tempfile.mkdtemp(prefix="wallet-test-data-"))
     if not os.environ.get("DATABASE_URL"):

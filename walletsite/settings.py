@@ -85,7 +85,11 @@ DATABASES = {
         "OPTIONS": {
             # One psycopg pool per process, shared by its gthread threads. A connection
             # goes back to the pool at the end of each request.
-            "pool": {"min_size": 1, "max_size": CONFIG.web_threads + 4, "timeout": 10},
+            "pool": {
+                "min_size": 1,
+                "max_size": CONFIG.web_threads + 4,
+                "timeout": CONFIG.database_pool_timeout_seconds,
+            },
             "connect_timeout": 5,
             "application_name": "wallet",
         },

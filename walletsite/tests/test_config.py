@@ -50,6 +50,8 @@ def prod_env(tmp_path) -> dict[str, str]:
         ("WEB_CONCURRENCY", "0"),
         ("WEB_CONCURRENCY", "two"),
         ("WEB_THREADS", "0"),
+        ("DATABASE_POOL_TIMEOUT_SECONDS", "0"),
+        ("DATABASE_POOL_TIMEOUT_SECONDS", "ten"),
         ("LOG_LEVEL", "loud"),
         ("LOG_LEVEL", "info "),
         ("RATE_LIMITS", "bad"),
