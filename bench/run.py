@@ -259,6 +259,8 @@ class Run:
         self.contract: dict[str, str] = {}
         self.db: dict[str, psycopg.Connection] = {}
         self.started_load = procs.loadavg()
+        # What the servers run is what the tree holds when they start.
+        self.git_at_start = self.git()
 
     # -- environment and servers ---------------------------------------------------------
 
@@ -724,7 +726,8 @@ class Run:
             "scenario_descriptions": {s.name: s.description for s in SCENARIOS if s.name in knobs.scenarios},
         }
 
-    def git(self) -> dict:
+    @staticmethod
+    def git() -> dict:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
         changed = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
@@ -737,7 +740,7 @@ class Run:
         return {
             "schema": 1,
             "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "git": self.git(),
+            "git": self.git_at_start,
             "machine": self.machine_info(),
             "settings": self.settings_info(),
             "conditions": {
