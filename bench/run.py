@@ -51,6 +51,7 @@ from bench.baseline.reconciliation import baseline_reconcile
 from bench.seed import PIN
 from walletsite import config as service_config
 from walletsite import embedded_pg
+from walletsite.serve import _port_free
 
 ROOT = procs.ROOT
 PY = sys.executable
@@ -311,6 +312,14 @@ class Run:
 
     def start(self) -> None:
         knobs = self.knobs
+        # Another server on one of the ports would answer the readiness probes and take the load.
+        busy = [
+            port
+            for port in (knobs.port + offset for offset in PORT_OFFSETS.values())
+            if not _port_free("127.0.0.1", port)
+        ]
+        if busy:
+            raise BenchFailed(f"ports {busy} are in use by another program; choose another BENCH_PORT")
         reused = self.reusable_seed()
         if reused is None:
             _fresh_data_dir(knobs.data_dir)
