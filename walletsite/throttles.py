@@ -45,6 +45,7 @@ its view runs, and the money services never look at them.
 
 from __future__ import annotations
 
+import abc
 import functools
 import hashlib
 import hmac
@@ -306,15 +307,16 @@ def client_ip(request) -> str:
     return str(client)
 
 
-class ScopedThrottle(BaseThrottle):
+class ScopedThrottle(BaseThrottle, abc.ABC):
     """Counts a request against `<scope>:<kind>:<identity>` and refuses it when the count is
     over the scope's rate. No identity (e.g. no email in a login body): nothing to count."""
 
     scope = ""
     kind = ""
 
+    @abc.abstractmethod
     def identity(self, request, view) -> str | None:
-        raise NotImplementedError
+        """What this throttle counts the request by (an address, a user id, an account)."""
 
     def allow_request(self, request, view) -> bool:
         self.retry_after = None
