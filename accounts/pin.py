@@ -44,53 +44,64 @@ def pin_set(*, user: User, pin: str) -> Pin:
     return record
 
 
+def pin_evaluate(*, record: Pin | None, user_id, pin: str, now: datetime) -> tuple[Exception | None, bool]:
+    """The decision of one PIN attempt against the user's Pin row, locked by the caller:
+    (the refusal or None, whether `record` changed and must be saved). 423 pin_locked while
+    locked, 403 invalid_pin when wrong or unset. A wrong guess counts on `record`; the
+    PIN_MAX_FAILURES-th wrong PIN in a row still answers invalid_pin and starts the lock; the
+    next attempts, right or wrong, answer pin_locked until it ends."""
+    max_failures = settings.WALLET["PIN_MAX_FAILURES"]
+    lock_seconds = settings.WALLET["PIN_LOCK_SECONDS"]
+    if record is None:
+        return InvalidPin("No PIN is set for this user"), False
+    if record.locked_until is not None and record.locked_until > now:
+        wait = max(1, math.ceil((record.locked_until - now).total_seconds()))
+        return PinLocked(f"Too many wrong PINs; try again in {wait} seconds", retry_after=wait), False
+    candidate = pin_digest(user_id=user_id, pin=pin) if isinstance(pin, str) else ""
+    if hmac.compare_digest(candidate, record.digest):
+        if record.failed_attempts or record.locked_until is not None:
+            record.failed_attempts = 0
+            record.locked_until = None
+            record.updated_at = now
+            return None, True
+        return None, False
+    record.failed_attempts += 1
+    left = max_failures - record.failed_attempts
+    if left <= 0:
+        # Lock, and start counting afresh once the lock ends.
+        record.failed_attempts = 0
+        record.locked_until = now + timedelta(seconds=lock_seconds)
+        detail = f"The PIN is wrong; PIN-authorized requests are locked for {lock_seconds} seconds"
+        left = 0
+    else:
+        record.locked_until = None
+        detail = f"The PIN is wrong; {left} attempts left before the lock"
+    record.updated_at = now
+    return InvalidPin(detail, attempts_left=left), True
+
+
+PIN_STATE_FIELDS = ["failed_attempts", "locked_until", "updated_at"]
+
+
 def pin_verify(*, user: User, pin: str, now: datetime | None = None) -> None:
-    """Check the PIN or raise: 423 pin_locked while locked, 403 invalid_pin when wrong.
+    """Check the PIN or raise: 423 pin_locked while locked, 403 invalid_pin when wrong
+    (pin_evaluate).
 
     The check runs in its own durable transaction with the Pin row locked FOR UPDATE, so
     concurrent guesses are counted one after another and at most PIN_MAX_FAILURES of them are
     ever compared during one lock window. A wrong guess is committed before the error is
     raised: the request fails, but the count it added stays. The caller must therefore not be
     inside an atomic block (durable=True refuses that), and takes its own money transaction
-    afterwards. `now` exists so tests can move the clock.
-
-    The PIN_MAX_FAILURES-th wrong PIN in a row still answers invalid_pin and starts the
-    lock; the next attempts, right or wrong, answer pin_locked until it ends.
+    afterwards. `now` exists so tests can move the clock. (The transfer batcher checks PINs
+    inside its batch's transaction instead, with the same pin_evaluate, so a wrong guess
+    commits with the batch.)
     """
     now = now or timezone.now()
-    max_failures = settings.WALLET["PIN_MAX_FAILURES"]
-    lock_seconds = settings.WALLET["PIN_LOCK_SECONDS"]
-    refusal: Exception | None = None
     with transaction.atomic(durable=True):
         record = Pin.objects.select_for_update().filter(user_id=user.id).first()
-        if record is None:
-            refusal = InvalidPin("No PIN is set for this user")
-        elif record.locked_until is not None and record.locked_until > now:
-            wait = max(1, math.ceil((record.locked_until - now).total_seconds()))
-            refusal = PinLocked(f"Too many wrong PINs; try again in {wait} seconds", retry_after=wait)
-        else:
-            candidate = pin_digest(user_id=user.id, pin=pin) if isinstance(pin, str) else ""
-            if hmac.compare_digest(candidate, record.digest):
-                if record.failed_attempts or record.locked_until is not None:
-                    record.failed_attempts = 0
-                    record.locked_until = None
-                    record.updated_at = now
-                    record.save(update_fields=["failed_attempts", "locked_until", "updated_at"])
-            else:
-                record.failed_attempts += 1
-                left = max_failures - record.failed_attempts
-                if left <= 0:
-                    # Lock, and start counting afresh once the lock ends.
-                    record.failed_attempts = 0
-                    record.locked_until = now + timedelta(seconds=lock_seconds)
-                    detail = f"The PIN is wrong; PIN-authorized requests are locked for {lock_seconds} seconds"
-                    left = 0
-                else:
-                    record.locked_until = None
-                    detail = f"The PIN is wrong; {left} attempts left before the lock"
-                record.updated_at = now
-                record.save(update_fields=["failed_attempts", "locked_until", "updated_at"])
-                refusal = InvalidPin(detail, attempts_left=left)
+        refusal, changed = pin_evaluate(record=record, user_id=user.id, pin=pin, now=now)
+        if changed:
+            record.save(update_fields=PIN_STATE_FIELDS)
     # Raised after the block has committed, so the count survives the failed request.
     if refusal is not None:
         raise refusal

@@ -104,7 +104,7 @@ def accounts_lock(*, account_ids: Iterable[int]) -> dict[int, Account]:
     return accounts
 
 
-def _evaluate(command: PostingCommand, accounts: Mapping[int, Account], balances: dict[int, int]) -> None:
+def _evaluate(command: PostingCommand, accounts: Mapping[int, Account]) -> None:
     """Raise the ApiError that refuses this command, if any, given the running balances."""
     currencies = {accounts[leg.account_id].currency for leg in command.legs}
     if len(currencies) > 1:
@@ -113,7 +113,7 @@ def _evaluate(command: PostingCommand, accounts: Mapping[int, Account], balances
         command.check(accounts)
     for leg in command.legs:
         account = accounts[leg.account_id]
-        after = balances[leg.account_id] + leg.amount
+        after = account.balance + leg.amount
         if abs(after) > MAX_BALANCE:
             raise LimitExceeded("The movement would take a balance past the largest amount the ledger holds")
         if account.kind == Account.Kind.CUSTOMER and leg.amount < 0 and after - account.held_balance < 0:
@@ -135,13 +135,15 @@ def transactions_post(
         accounts = accounts_lock(account_ids=needed)
     elif not needed <= set(accounts):
         raise ValueError("accounts passed to transactions_post must cover every leg")
-    balances = {account_id: accounts[account_id].balance for account_id in needed}
+    # The locked rows carry the running balances: each command is evaluated (and its check
+    # sees the balances) after the commands before it in the batch.
+    start = {account_id: accounts[account_id].balance for account_id in needed}
 
     results: list[Posted | Rejected] = []
     to_write: list[tuple[PostingCommand, Transaction, list[Entry]]] = []
     for command in commands:
         try:
-            _evaluate(command, accounts, balances)
+            _evaluate(command, accounts)
         except ApiError as error:
             metrics.LEDGER_REJECTIONS.labels(error.code).inc()
             results.append(Rejected(command, error))
@@ -149,13 +151,14 @@ def transactions_post(
         txn = Transaction(type=command.type, note=command.note, reference=command.reference)
         entries = []
         for leg in command.legs:
-            balances[leg.account_id] += leg.amount
+            account = accounts[leg.account_id]
+            account.balance += leg.amount
             entries.append(
                 Entry(
                     transaction=txn,
                     account_id=leg.account_id,
                     amount=leg.amount,
-                    balance_after=balances[leg.account_id],
+                    balance_after=account.balance,
                     type=command.type,
                 )
             )
@@ -163,35 +166,24 @@ def transactions_post(
         results.append(Posted(command, txn, tuple(entries)))
 
     if to_write:
-        _write(to_write, accounts, balances)
+        _write(to_write, {account_id: accounts[account_id].balance - start[account_id] for account_id in needed})
     return results
 
 
-def _write(
-    to_write: list[tuple[PostingCommand, Transaction, list[Entry]]],
-    accounts: Mapping[int, Account],
-    balances: Mapping[int, int],
-) -> None:
+def _write(to_write: list[tuple[PostingCommand, Transaction, list[Entry]]], deltas: Mapping[int, int]) -> None:
     Transaction.objects.bulk_create([txn for _, txn, _ in to_write])
     # One INSERT for every leg of the batch: the balance trigger checks each transaction's
     # legs per statement.
     Entry.objects.bulk_create([entry for _, _, entries in to_write for entry in entries], batch_size=None)
-    deltas = {
-        account_id: balances[account_id] - accounts[account_id].balance
-        for account_id in balances
-        if balances[account_id] != accounts[account_id].balance
-    }
-    if deltas:
-        ids, amounts = zip(*sorted(deltas.items()), strict=True)
+    changed = sorted((account_id, delta) for account_id, delta in deltas.items() if delta)
+    if changed:
+        ids, amounts = zip(*changed, strict=True)
         with connection.cursor() as cursor:
             cursor.execute(
                 "UPDATE ledger_account AS a SET balance = a.balance + d.delta "
                 "FROM unnest(%s::bigint[], %s::bigint[]) AS d(id, delta) WHERE a.id = d.id",
                 [list(ids), list(amounts)],
             )
-    # Keep the caller's locked rows in step with the database.
-    for account_id, delta in deltas.items():
-        accounts[account_id].balance += delta
     for command, _, _ in to_write:
         metrics.LEDGER_TRANSACTIONS.labels(command.type).inc()
         metrics.LEDGER_MOVED.labels(command.type).inc(sum(leg.amount for leg in command.legs if leg.amount > 0))

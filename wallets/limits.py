@@ -25,10 +25,10 @@ every entry created in the month has a larger id. Both the bound and the sums ar
 statement. The pending holds need no query: the locked account's held_balance is their sum
 (the ledger keeps it so, and reconciliation checks it).
 
-The ceiling reads the locked account's balance before this movement. When a caller posts
-several commands in one batch (transactions_post), earlier commands of the batch are not yet
-in that balance nor in the entries; callers that batch outgoing movements of one account
-must check the whole batch's amount in one call.
+The ceiling reads the locked account's running balance: in a batch (transactions_post) it
+includes the commands before this one. The outgoing totals do not: they are read from
+committed entries, so a batch carries at most one outgoing movement per account (the
+transfer batcher defers a second one to the next batch).
 """
 
 from __future__ import annotations
@@ -56,25 +56,30 @@ WITH clock AS (
     SELECT
         date_trunc('day', coalesce(%(now)s::timestamptz, now()) AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS day_start,
         date_trunc('month', coalesce(%(now)s::timestamptz, now()) AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS month_start
+), bound AS (
+    SELECT coalesce(max(b.id), 0) AS id
+    FROM ledger_entry AS b
+    WHERE b.transaction_id = (
+        SELECT t.id FROM ledger_transaction AS t
+        WHERE t.created_at < (SELECT month_start FROM clock) - %(margin)s
+        ORDER BY t.created_at DESC
+        LIMIT 1
+    )
 )
 SELECT
+    a.id,
     coalesce(sum(-e.amount) FILTER (WHERE e.created_at >= clock.day_start), 0) AS today,
     coalesce(sum(-e.amount), 0) AS this_month
-FROM ledger_entry AS e, clock
-WHERE e.account_id = %(account_id)s
-  AND e.id > (
-      SELECT coalesce(max(b.id), 0)
-      FROM ledger_entry AS b
-      WHERE b.transaction_id = (
-          SELECT t.id FROM ledger_transaction AS t
-          WHERE t.created_at < (SELECT month_start FROM clock) - %(margin)s
-          ORDER BY t.created_at DESC
-          LIMIT 1
-      )
-  )
+FROM unnest(%(account_ids)s::bigint[]) AS a(id)
+CROSS JOIN clock
+CROSS JOIN bound
+LEFT JOIN ledger_entry AS e
+  ON e.account_id = a.id
+  AND e.id > bound.id
   AND e.created_at >= clock.month_start
   AND e.amount < 0
   AND e.type = ANY(%(types)s)
+GROUP BY a.id
 """
 
 
@@ -86,16 +91,21 @@ class Outgoing:
     this_month: int
 
 
-def outgoing_totals(*, account_id: int, now: datetime | None = None) -> Outgoing:
-    """The account's posted outgoing totals of the UTC day and month of `now` (default: the
-    database's present; tests pass other times to check the day and month boundaries)."""
+def outgoing_totals_many(*, account_ids, now: datetime | None = None) -> dict[int, Outgoing]:
+    """The posted outgoing totals of the UTC day and month of `now` (default: the database's
+    present; tests pass other times to check the day and month boundaries) of each account,
+    in one statement."""
     with connection.cursor() as cursor:
         cursor.execute(
             _OUTGOING_SQL,
-            {"account_id": account_id, "now": now, "margin": BOUND_MARGIN, "types": list(OUTGOING_TYPES)},
+            {"account_ids": list(account_ids), "now": now, "margin": BOUND_MARGIN, "types": list(OUTGOING_TYPES)},
         )
-        today, this_month = cursor.fetchone()
-    return Outgoing(today=int(today), this_month=int(this_month))
+        return {account_id: Outgoing(today=int(today), this_month=int(month)) for account_id, today, month in cursor}
+
+
+def outgoing_totals(*, account_id: int, now: datetime | None = None) -> Outgoing:
+    """One account's outgoing totals (outgoing_totals_many)."""
+    return outgoing_totals_many(account_ids=[account_id], now=now)[account_id]
 
 
 def tier_of(*, wallet: Wallet) -> Tier:
@@ -116,19 +126,29 @@ def _locked_account(wallet: Wallet, accounts: Mapping[int, Account]) -> Account:
         raise RuntimeError("limits are checked with the wallet's account locked (from a posting check)") from None
 
 
-def outgoing_limits_check(*, wallet: Wallet, amount: int, accounts: Mapping[int, Account], now=None) -> None:
+def outgoing_limits_check(
+    *,
+    wallet: Wallet,
+    amount: int,
+    accounts: Mapping[int, Account],
+    now=None,
+    tier: Tier | None = None,
+    sent: Outgoing | None = None,
+) -> None:
     """Refuse (422 limit_exceeded, `limit` naming which) an outgoing `amount` from `wallet`
     that breaks its owner's per-transaction, daily or monthly limit. Call from a posting
-    check, with the locked accounts."""
+    check, with the locked accounts. A caller that read the owner's tier and the account's
+    totals for many commands at once (under the same locks) passes them as `tier` and `sent`."""
     account = _locked_account(wallet, accounts)
-    tier = tier_of(wallet=wallet)
+    tier = tier or tier_of(wallet=wallet)
     money = lambda value: _money(value, wallet.currency)  # noqa: E731
     if amount > tier.per_transaction_limit:
         raise LimitExceeded(
             f"{money(amount)} is above the per-transaction limit of {money(tier.per_transaction_limit)}",
             limit="per_transaction",
         )
-    sent = outgoing_totals(account_id=account.id, now=now)
+    if sent is None:
+        sent = outgoing_totals(account_id=account.id, now=now)
     pending = account.held_balance
     for limit, used, allowed, period in (
         ("daily", sent.today + pending, tier.daily_outgoing_limit, "today"),
@@ -142,12 +162,15 @@ def outgoing_limits_check(*, wallet: Wallet, amount: int, accounts: Mapping[int,
             )
 
 
-def balance_ceiling_check(*, wallet: Wallet, amount: int, accounts: Mapping[int, Account]) -> None:
+def balance_ceiling_check(
+    *, wallet: Wallet, amount: int, accounts: Mapping[int, Account], tier: Tier | None = None
+) -> None:
     """Refuse (422 limit_exceeded, limit balance_ceiling) a credit of `amount` that would take
     the wallet's balance above its owner's ceiling. Call from a posting check, with the locked
-    accounts. Not for top-ups whose money the gateway already took."""
+    accounts (their balances are the running ones, earlier commands of a batch included).
+    Not for top-ups whose money the gateway already took."""
     account = _locked_account(wallet, accounts)
-    tier = tier_of(wallet=wallet)
+    tier = tier or tier_of(wallet=wallet)
     if account.balance + amount > tier.balance_ceiling:
         # The detail names the credit but not the wallet's balance or ceiling: the sender of a
         # transfer must not learn what the recipient holds.

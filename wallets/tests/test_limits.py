@@ -288,7 +288,7 @@ def test_the_outgoing_query_reads_one_account_range_of_the_history_index(sender)
         # when
         cursor.execute(
             "EXPLAIN " + _OUTGOING_SQL,
-            {"account_id": wallet.account_id, "now": None, "margin": BOUND_MARGIN, "types": list(OUTGOING_TYPES)},
+            {"account_ids": [wallet.account_id], "now": None, "margin": BOUND_MARGIN, "types": list(OUTGOING_TYPES)},
         )
         plan = "\n".join(row[0] for row in cursor.fetchall())
     # then: the entries come from (account_id, id) with both bounds in the index condition,
