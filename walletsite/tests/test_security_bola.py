@@ -13,6 +13,7 @@ The table is checked against the URL resolver: a new route with a path parameter
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -42,9 +43,8 @@ class Attack:
 
 @dataclass(frozen=True)
 class Case:
-    route: str
+    route: str  # as the URL resolver spells it; its one parameter takes the victim's object
     method: str
-    url: str  # with {ref} for the victim's object
     ref: str  # a key of World.ids, or "wallet:<name>" for that user's wallet id
     owner: str
     owner_status: int
@@ -52,176 +52,96 @@ class Case:
     body: dict[str, Any] | None = None
     idempotency_key: bool = False
 
+    @property
+    def url(self) -> str:
+        """The route as a path, with {ref} for its parameter."""
+        return "/" + re.sub(r"<[^>]+>", "{ref}", self.route)
+
+
+def _forbidden(*who: str) -> tuple[Attack, ...]:
+    return tuple(Attack(name, 403, "forbidden") for name in who)
+
+
+def _not_found(code: str, *who: str) -> tuple[Attack, ...]:
+    return tuple(Attack(name, 404, code) for name in who)
+
 
 def _customer_404(code: str) -> tuple[Attack, ...]:
     """Another customer and a merchant are told the object does not exist; staff, who have
     no wallet, are refused whatever the id."""
-    return (Attack("alice", 404, code), Attack("shop_a", 404, code), Attack("operations", 403, "forbidden"))
+    return (*_not_found(code, "alice", "shop_a"), *_forbidden("operations"))
 
 
 def _staff_only(*extra: Attack) -> tuple[Attack, ...]:
     """Customers, merchants and the support group (view only) are refused whatever the id."""
-    return (
-        Attack("alice", 403, "forbidden"),
-        Attack("shop_a", 403, "forbidden"),
-        Attack("bob", 403, "forbidden"),
-        Attack("support", 403, "forbidden"),
-        Attack("bare", 403, "forbidden"),
-        *extra,
-    )
+    return (*_forbidden("alice", "shop_a", "bob", "support", "bare"), *extra)
 
+
+def _customer_get(route: str, ref: str, code: str) -> Case:
+    """Bob reads his own object; see _customer_404 for everyone else."""
+    return Case(API + route, "get", ref, owner="bob", owner_status=200, attacks=_customer_404(code))
+
+
+def _staff_post(route: str, ref: str, body: dict[str, Any], *extra: Attack) -> Case:
+    """Operations act on the object; see _staff_only for everyone else."""
+    return Case(API + route, "post", ref, owner="operations", owner_status=200, attacks=_staff_only(*extra), body=body)
+
+
+TRANSACTION = "transactions/<str:transaction_id>"
 
 CASES = (
     Case(
-        route=API + "merchant/payments/<str:transaction_id>/refund",
-        method="post",
-        url="/api/v1/merchant/payments/{ref}/refund",
-        ref="payment",
+        API + "merchant/payments/<str:transaction_id>/refund",
+        "post",
+        "payment",
         body={"amount": 100},
         idempotency_key=True,
         owner="shop_b",
         owner_status=201,
-        attacks=(
-            Attack("shop_a", 404, "transaction_not_found"),
-            # The payer is a customer: only merchants refund, whatever the payment.
-            Attack("bob", 403, "forbidden"),
-            Attack("alice", 403, "forbidden"),
-            Attack("operations", 403, "forbidden"),
-        ),
+        # The payer is a customer: only merchants refund, whatever the payment.
+        attacks=(*_not_found("transaction_not_found", "shop_a"), *_forbidden("bob", "alice", "operations")),
     ),
+    _customer_get("wallet/payments/<str:payment_id>", "payment_attempt", "payment_not_found"),
     Case(
-        route=API + "wallet/payments/<str:payment_id>",
-        method="get",
-        url="/api/v1/wallet/payments/{ref}",
-        ref="payment_attempt",
-        owner="bob",
-        owner_status=200,
-        attacks=_customer_404("payment_not_found"),
-    ),
-    Case(
-        route=API + "merchant/webhook-endpoints/<str:endpoint_id>",
-        method="delete",
-        url="/api/v1/merchant/webhook-endpoints/{ref}",
-        ref="webhook_endpoint",
+        API + "merchant/webhook-endpoints/<str:endpoint_id>",
+        "delete",
+        "webhook_endpoint",
         owner="shop_b",
         owner_status=204,
-        attacks=(
-            Attack("shop_a", 404, "webhook_endpoint_not_found"),
-            Attack("alice", 403, "forbidden"),
-            Attack("operations", 403, "forbidden"),
-        ),
+        attacks=(*_not_found("webhook_endpoint_not_found", "shop_a"), *_forbidden("alice", "operations")),
     ),
+    _customer_get("wallet/withdrawals/<str:withdrawal_id>", "withdrawal", "withdrawal_not_found"),
+    _customer_get(TRANSACTION, "transfer", "transaction_not_found"),
+    _customer_get(TRANSACTION, "withdrawal", "transaction_not_found"),
     Case(
-        route=API + "wallet/withdrawals/<str:withdrawal_id>",
-        method="get",
-        url="/api/v1/wallet/withdrawals/{ref}",
-        ref="withdrawal",
-        owner="bob",
-        owner_status=200,
-        attacks=_customer_404("withdrawal_not_found"),
-    ),
-    Case(
-        route=API + "transactions/<str:transaction_id>",
-        method="get",
-        url="/api/v1/transactions/{ref}",
-        ref="transfer",
-        owner="bob",
-        owner_status=200,
-        attacks=_customer_404("transaction_not_found"),
-    ),
-    Case(
-        route=API + "transactions/<str:transaction_id>",
-        method="get",
-        url="/api/v1/transactions/{ref}",
-        ref="withdrawal",
-        owner="bob",
-        owner_status=200,
-        attacks=_customer_404("transaction_not_found"),
-    ),
-    Case(
-        route=API + "transactions/<str:transaction_id>",
-        method="get",
-        url="/api/v1/transactions/{ref}",
-        ref="payment",
+        API + TRANSACTION,
+        "get",
+        "payment",
         owner="shop_b",
         owner_status=200,
-        attacks=(Attack("alice", 404, "transaction_not_found"), Attack("shop_a", 404, "transaction_not_found")),
+        attacks=_not_found("transaction_not_found", "alice", "shop_a"),
     ),
+    _staff_post("admin/wallets/<str:wallet_id>/freeze", "wallet:bob", {"reason": "fraud report"}),
+    _staff_post("admin/wallets/<str:wallet_id>/unfreeze", "wallet:bob", {"reason": "cleared"}),
+    _staff_post("admin/campaigns/<str:campaign_id>/pause", "campaign", {"reason": "budget review"}),
+    _staff_post("admin/campaigns/<str:campaign_id>/resume", "campaign", {"reason": "approved"}),
     Case(
-        route=API + "admin/wallets/<str:wallet_id>/freeze",
-        method="post",
-        url="/api/v1/admin/wallets/{ref}/freeze",
-        ref="wallet:bob",
-        body={"reason": "fraud report"},
-        owner="operations",
-        owner_status=200,
-        attacks=_staff_only(),
-    ),
-    Case(
-        route=API + "admin/wallets/<str:wallet_id>/unfreeze",
-        method="post",
-        url="/api/v1/admin/wallets/{ref}/unfreeze",
-        ref="wallet:bob",
-        body={"reason": "cleared"},
-        owner="operations",
-        owner_status=200,
-        attacks=_staff_only(),
-    ),
-    Case(
-        route=API + "admin/campaigns/<str:campaign_id>/pause",
-        method="post",
-        url="/api/v1/admin/campaigns/{ref}/pause",
-        ref="campaign",
-        body={"reason": "budget review"},
-        owner="operations",
-        owner_status=200,
-        attacks=_staff_only(),
-    ),
-    Case(
-        route=API + "admin/campaigns/<str:campaign_id>/resume",
-        method="post",
-        url="/api/v1/admin/campaigns/{ref}/resume",
-        ref="campaign",
-        body={"reason": "approved"},
-        owner="operations",
-        owner_status=200,
-        attacks=_staff_only(),
-    ),
-    Case(
-        route=API + "admin/adjustments/<str:adjustment_id>",
-        method="get",
-        url="/api/v1/admin/adjustments/{ref}",
-        ref="adjustment",
+        API + "admin/adjustments/<str:adjustment_id>",
+        "get",
+        "adjustment",
         owner="support",
         owner_status=200,
-        attacks=(
-            Attack("alice", 403, "forbidden"),
-            Attack("shop_a", 403, "forbidden"),
-            Attack("carol", 403, "forbidden"),
-            Attack("bare", 403, "forbidden"),
-        ),
+        attacks=_forbidden("alice", "shop_a", "carol", "bare"),
     ),
-    Case(
-        route=API + "admin/adjustments/<str:adjustment_id>/approve",
-        method="post",
-        url="/api/v1/admin/adjustments/{ref}/approve",
-        ref="adjustment",
-        body={},
-        owner="operations",
-        owner_status=200,
-        attacks=_staff_only(
-            Attack("carol", 403, "forbidden"), Attack("maker", 403, "approval_by_maker", same_as_unknown=False)
-        ),
+    _staff_post(
+        "admin/adjustments/<str:adjustment_id>/approve",
+        "adjustment",
+        {},
+        *_forbidden("carol"),
+        Attack("maker", 403, "approval_by_maker", same_as_unknown=False),
     ),
-    Case(
-        route=API + "admin/adjustments/<str:adjustment_id>/reject",
-        method="post",
-        url="/api/v1/admin/adjustments/{ref}/reject",
-        ref="adjustment",
-        body={"reason": "not justified"},
-        owner="operations",
-        owner_status=200,
-        attacks=_staff_only(Attack("carol", 403, "forbidden")),
+    _staff_post(
+        "admin/adjustments/<str:adjustment_id>/reject", "adjustment", {"reason": "not justified"}, *_forbidden("carol")
     ),
 )
 
