@@ -1,8 +1,17 @@
 """Bearer access tokens: simplejwt validates the signature, algorithm and expiry; we add
 that the token's login (its `fam` claim) has not ended, so logout and a revoked family stop
-access tokens too, not only refresh tokens."""
+access tokens too, not only refresh tokens.
+
+`AccessTokenAuthentication` checks the login with one query per request. The transfer route
+uses `ClaimsTokenAuthentication` instead: the request is authenticated from the verified
+claims alone (a `ClaimsUser`) and the login is checked inside the transfer's own database
+transaction (wallets.transfers), where it costs no query of its own. Any answer the route
+gives before that transaction first runs the full check (`ClaimsUser.verify`), so an ended
+login still answers 401 before anything else, as on every other route."""
 
 from __future__ import annotations
+
+import uuid
 
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework_simplejwt.exceptions import TokenError
@@ -16,6 +25,15 @@ class AccessTokenAuthentication(BaseAuthentication):
     keyword = b"bearer"
 
     def authenticate(self, request):
+        claims = self._claims(request)
+        if claims is None:
+            return None
+        token, user_id, family_id = claims
+        user = _open_login_user(user_id=user_id, family_id=family_id)
+        request.token_family_id = family_id
+        return user, token
+
+    def _claims(self, request):
         header = get_authorization_header(request).split()
         if not header:
             return None
@@ -28,21 +46,63 @@ class AccessTokenAuthentication(BaseAuthentication):
         user_id, family_id = token.get("sub"), token.get("fam")
         if not user_id or not family_id:
             raise InvalidToken()
-        # One query: the user, active, with this login still open.
-        user = (
-            User.objects.filter(
-                id=user_id,
-                is_active=True,
-                token_families__id=family_id,
-                token_families__revoked_at__isnull=True,
-            )
-            .select_related("wallet")
-            .first()
-        )
-        if user is None:
-            raise InvalidToken("The token's login has ended")
-        request.token_family_id = family_id
-        return user, token
+        return token, user_id, family_id
 
     def authenticate_header(self, request) -> str:
         return 'Bearer realm="api"'
+
+
+def _open_login_user(*, user_id, family_id) -> User:
+    """One query: the user, active, with this login still open (and its wallet)."""
+    user = (
+        User.objects.filter(
+            id=user_id,
+            is_active=True,
+            token_families__id=family_id,
+            token_families__revoked_at__isnull=True,
+        )
+        .select_related("wallet")
+        .first()
+    )
+    if user is None:
+        raise InvalidToken("The token's login has ended")
+    return user
+
+
+class ClaimsUser:
+    """The user an access token names, from its verified claims, not yet read from the
+    database. Code that needs more than the id calls `verify`."""
+
+    is_authenticated = True
+    is_anonymous = False
+
+    def __init__(self, *, user_id: uuid.UUID, family_id: uuid.UUID) -> None:
+        self.id = self.pk = user_id
+        self.family_id = family_id
+        self._user: User | None = None
+
+    def verify(self) -> User:
+        """The full check of AccessTokenAuthentication: 401 invalid_token when the login ended."""
+        if self._user is None:
+            self._user = _open_login_user(user_id=self.id, family_id=self.family_id)
+        return self._user
+
+    def __str__(self) -> str:
+        return f"user {self.id}"
+
+
+class ClaimsTokenAuthentication(AccessTokenAuthentication):
+    """AccessTokenAuthentication without its query: for routes that check the login in their
+    own transaction (see the module docstring)."""
+
+    def authenticate(self, request):
+        claims = self._claims(request)
+        if claims is None:
+            return None
+        token, user_id, family_id = claims
+        try:
+            user_id, family_id = uuid.UUID(str(user_id)), uuid.UUID(str(family_id))
+        except ValueError:
+            raise InvalidToken() from None
+        request.token_family_id = family_id
+        return ClaimsUser(user_id=user_id, family_id=family_id), token

@@ -9,27 +9,34 @@ from rest_framework import serializers
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from accounts.authentication import ClaimsTokenAuthentication
+from ledger.batcher import BatchTimeout, CommitOutcomeUnknown
 from ledger.models import Transaction
 from ledger.selectors import HistoryFilter
 from wallets.history import wallet_history, wallet_transaction
 from wallets.models import Wallet
-from wallets.money import money_response
+from wallets.money import idempotent_request, render_outcome
 from wallets.serializers import BalanceOut, HistoryItemOut, HistoryPageOut, WalletOut
-from wallets.transfers import transfer_create, transfer_response
-from walletsite.errors import Forbidden, TransactionNotFound
+from wallets.transfers import TRANSFERS, TransferRequest
+from walletsite.errors import ApiError, Forbidden, ServiceUnavailable, TransactionNotFound
 from walletsite.schema import AUTHENTICATED, IDEMPOTENCY_HEADER, RETRY_AFTER_HEADER, problems
 from walletsite.serializers import AmountField, PinField, StrictSerializer, StringField
 from walletsite.throttles import PIN_THROTTLES
 from walletsite.views import ApiViewSet
 
 
-def caller_wallet(request) -> Wallet:
-    """The authenticated user's wallet; staff users have none (403 forbidden)."""
+def caller_wallet_of(user) -> Wallet:
+    """The user's wallet; staff users have none (403 forbidden)."""
     try:
-        wallet = request.user.wallet
+        wallet = user.wallet
     except Wallet.DoesNotExist:
         raise Forbidden("This user has no wallet") from None
     return wallet
+
+
+def caller_wallet(request) -> Wallet:
+    """The authenticated user's wallet; staff users have none (403 forbidden)."""
+    return caller_wallet_of(request.user)
 
 
 class TransferIn(StrictSerializer):
@@ -142,19 +149,44 @@ class WalletViewSet(ApiViewSet):
             ),
         },
     )
-    @action(detail=False, methods=["post"], throttle_classes=PIN_THROTTLES)
+    @action(
+        detail=False,
+        methods=["post"],
+        throttle_classes=PIN_THROTTLES,
+        authentication_classes=[ClaimsTokenAuthentication],
+    )
     def transfer(self, request):
-        sender = caller_wallet(request)
-        body = TransferIn(data=request.data)
-        body.is_valid(raise_exception=True)
-        data = dict(body.validated_data)
-        pin = data.pop("pin")
-
-        def operation() -> tuple[int, dict]:
-            posted, recipient = transfer_create(sender=sender, to=data["to"], amount=data["amount"], note=data["note"])
-            return 201, transfer_response(posted=posted, sender=sender, recipient=recipient)
-
-        return money_response(request, route="wallet.transfer", data=data, operation=operation, pin=pin)
+        # Authenticated from the token's claims: the login, the wallet, the key, the PIN and
+        # the money are all checked in the batch's one transaction (wallets.transfers).
+        try:
+            body = TransferIn(data=request.data)
+            body.is_valid(raise_exception=True)
+            data = dict(body.validated_data)
+            pin = data.pop("pin")
+            idem = idempotent_request(request, route="wallet.transfer", data=data)
+        except Exception:
+            # Refused before the batch: an ended login (401) and a user without a wallet
+            # (403) answer first, as on the routes that load the user up front.
+            caller_wallet_of(request.user.verify())
+            raise
+        command = TransferRequest(
+            idempotency=idem,
+            family_id=request.user.family_id,
+            to=data["to"],
+            amount=data["amount"],
+            note=data["note"],
+            pin=pin,
+        )
+        try:
+            answer = TRANSFERS.submit(command)
+        except (CommitOutcomeUnknown, BatchTimeout):
+            # The transfer may or may not have happened: a retry with the same key finds out.
+            raise ServiceUnavailable(
+                "The transfer's outcome is not known yet; retry with the same Idempotency-Key", retry_after=1
+            ) from None
+        if isinstance(answer, ApiError):
+            raise answer
+        return render_outcome(answer)
 
     @extend_schema(
         operation_id="wallet_transactions",

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,9 +79,7 @@ def _stored(*, request: IdempotentRequest) -> Outcome | None:
     row = IdempotencyKey.objects.filter(user_id=request.user_id, key=request.key).first()
     if row is None:
         return None
-    if row.request_hash != request.fingerprint:
-        raise IdempotencyKeyReused("This Idempotency-Key was used with a different request")
-    return Outcome(row.response_status, row.response_body, replayed=True)
+    return idempotency_outcome(request=request, row=row)
 
 
 def idempotent_replay(*, request: IdempotentRequest) -> Outcome | None:
@@ -126,3 +124,56 @@ def idempotent_execute(*, request: IdempotentRequest, operation: Callable[[], tu
             return Outcome(status, body, replayed=False)
 
     return with_retries(attempt)
+
+
+# -- many requests in one transaction (the transfer batcher) -----------------------------
+
+
+def idempotency_lock_many(*, requests: Sequence[IdempotentRequest]) -> list[bool]:
+    """Try the advisory lock of each request's key inside the current transaction, in one
+    statement; False where another transaction holds it (409 idempotency_key_in_use). Read
+    the stored answers afterwards, in a later statement (idempotency_stored_many), so that
+    they include whatever the lock's previous holder committed."""
+    if not connection.in_atomic_block:
+        raise RuntimeError("idempotency_lock_many must run inside transaction.atomic")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_try_advisory_xact_lock(k) FROM unnest(%s::bigint[]) WITH ORDINALITY AS u(k, i) ORDER BY i",
+            [[_advisory_key(request) for request in requests]],
+        )
+        return [locked for (locked,) in cursor.fetchall()]
+
+
+def idempotency_stored_many(*, requests: Sequence[IdempotentRequest]) -> dict[tuple[Any, str], IdempotencyKey]:
+    """The stored key rows of these requests, by (user id, key), in one statement."""
+    if not requests:
+        return {}
+    rows = IdempotencyKey.objects.raw(
+        "SELECT k.* FROM unnest(%s::uuid[], %s::text[]) AS c(user_id, key) "
+        "JOIN wallets_idempotencykey AS k ON k.user_id = c.user_id AND k.key = c.key",
+        [[request.user_id for request in requests], [request.key for request in requests]],
+    )
+    return {(row.user_id, row.key): row for row in rows}
+
+
+def idempotency_outcome(*, request: IdempotentRequest, row: IdempotencyKey) -> Outcome:
+    """The replay of a stored answer; 422 if the key was used for a different request."""
+    if row.request_hash != request.fingerprint:
+        raise IdempotencyKeyReused("This Idempotency-Key was used with a different request")
+    return Outcome(row.response_status, row.response_body, replayed=True)
+
+
+def idempotency_record_many(*, answered: Sequence[tuple[IdempotentRequest, Outcome]]) -> None:
+    """Store the answers of requests that reached their money operation, in one INSERT."""
+    IdempotencyKey.objects.bulk_create(
+        [
+            IdempotencyKey(
+                user_id=request.user_id,
+                key=request.key,
+                request_hash=request.fingerprint,
+                response_status=outcome.status,
+                response_body=outcome.body,
+            )
+            for request, outcome in answered
+        ]
+    )

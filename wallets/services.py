@@ -41,20 +41,31 @@ def wallet_open(*, user, currency: str | None = None) -> Wallet:
     raise RuntimeError("could not find a free wallet handle")
 
 
+def wallet_ref_parse(ref: str) -> tuple[str, str | uuid.UUID] | None:
+    """("handle", lowercased handle) or ("id", UUID) for a wallet reference as clients send it
+    (a handle, case-insensitive, or a wallet id); None when it can be neither."""
+    ref = (ref or "").strip()
+    if "@" in ref:
+        return "handle", ref.lower()
+    try:
+        return "id", uuid.UUID(ref)
+    except ValueError:
+        return None
+
+
+def wallet_not_found(ref: str) -> WalletNotFound:
+    return WalletNotFound(f"No wallet has the handle or id {(ref or '').strip()[:80]!r}")
+
+
 def wallet_resolve(*, ref: str) -> Wallet:
     """A wallet by its handle (case-insensitive) or its id; 404 wallet_not_found."""
-    ref = (ref or "").strip()
-    query = Wallet.objects.select_related("user", "account")
+    parsed = wallet_ref_parse(ref)
     wallet = None
-    if "@" in ref:
-        wallet = query.filter(handle=ref.lower()).first()
-    else:
-        try:
-            wallet = query.filter(id=uuid.UUID(ref)).first()
-        except ValueError:
-            wallet = None
+    if parsed is not None:
+        kind, value = parsed
+        wallet = Wallet.objects.select_related("user", "account").filter(**{kind: value}).first()
     if wallet is None:
-        raise WalletNotFound(f"No wallet has the handle or id {ref[:80]!r}")
+        raise wallet_not_found(ref)
     return wallet
 
 

@@ -118,6 +118,9 @@ class Config:
     # service. Only a request whose REMOTE_ADDR is in one of them has its client address read
     # from X-Forwarded-For; empty: REMOTE_ADDR is the client.
     trusted_proxies: tuple[str, ...] = ()
+    # Group commit (ledger.batcher): transfers that arrive while a batch is in flight share
+    # one database transaction; GROUP_COMMIT=off runs each in its own (for comparison).
+    group_commit: bool = True
 
 
 def _text(env: dict[str, str], name: str, default: str) -> str:
@@ -344,4 +347,5 @@ def load(environ: dict[str, str] | None = None) -> Config:
         webhook_timeout_seconds=_integer(env, "WEBHOOK_TIMEOUT_SECONDS", 5, 1, 30),
         database_pool_timeout_seconds=_integer(env, "DATABASE_POOL_TIMEOUT_SECONDS", 10, 1, 300),
         trusted_proxies=_trusted_proxies(env),
+        group_commit=_boolean(env, "GROUP_COMMIT", True),
     )

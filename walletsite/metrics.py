@@ -15,6 +15,18 @@ HTTP_DURATION = Histogram(
 )
 LEDGER_TRANSACTIONS = Counter("wallet_ledger_transactions_total", "Ledger transactions posted", ["type"])
 LEDGER_REJECTIONS = Counter("wallet_ledger_rejections_total", "Posting commands refused", ["code"])
+LEDGER_BATCH_SIZE = Histogram(
+    "wallet_ledger_batch_size",
+    "Commands per group-commit batch (one database transaction)",
+    ["batcher"],
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
+LEDGER_BATCH_SECONDS = Histogram(
+    "wallet_ledger_batch_seconds", "Time of one group-commit batch's database transaction", ["batcher"]
+)
+LEDGER_BATCH_SPLITS = Counter(
+    "wallet_ledger_batch_splits_total", "Batches split after their database work failed", ["batcher"]
+)
 LEDGER_MOVED = Counter("wallet_ledger_moved_minor_total", "Minor units moved by posted transactions", ["type"])
 OUTBOX_DELIVERED = Counter("wallet_outbox_delivered_total", "Outbox events delivered", ["type"])
 OUTBOX_FAILURES = Counter("wallet_outbox_failures_total", "Outbox deliveries that failed and will retry", ["type"])

@@ -4,11 +4,13 @@ answer with, under the media type it is really sent with."""
 
 from __future__ import annotations
 
+from drf_spectacular.drainage import set_override
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
 
+from accounts.authentication import ClaimsTokenAuthentication
 from walletsite.errors import CATALOG, PROBLEM_CONTENT_TYPE
 
 
@@ -72,7 +74,12 @@ class AccessTokenScheme(OpenApiAuthenticationExtension):
     """Documents accounts.authentication.AccessTokenAuthentication as a bearer JWT."""
 
     target_class = "accounts.authentication.AccessTokenAuthentication"
+    match_subclasses = True
     name = "bearerAuth"
 
     def get_security_definition(self, auto_schema):
         return {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+
+
+# The claims-only variant (the transfer route) is the same bearer scheme, one component.
+set_override(ClaimsTokenAuthentication, "suppress_collision_warning", True)

@@ -210,6 +210,7 @@ WALLET = {
     "WITHDRAWAL_TIMEOUT_SECONDS": CONFIG.withdrawal_timeout_seconds,
     "WEBHOOK_MAX_ATTEMPTS": CONFIG.webhook_max_attempts,
     "WEBHOOK_TIMEOUT_SECONDS": CONFIG.webhook_timeout_seconds,
+    "GROUP_COMMIT": CONFIG.group_commit,
 }
 
 # Users' notification emails (wallets.notifications). Development prints them on the

@@ -1,0 +1,214 @@
+"""Group commit: money commands that arrive while a batch is in flight share one database
+transaction, and so one WAL flush and one round of locks.
+
+A `Batcher` belongs to one process. Request threads `submit` a command and wait; one
+batcher thread takes every command queued at that moment (up to `max_batch`) and hands them
+to `execute`, which runs inside one durable transaction on the batcher thread's own
+connection and returns one result per command. Nothing waits for a batch to fill: a command
+that arrives while the database is idle is a batch of one at once, and the commands that
+arrive while a batch is in flight form the next one. Under load the batches grow by
+themselves, and a hot account (everyone paying one merchant) is locked and committed once
+per batch instead of once per command.
+
+Each command still succeeds or fails on its own: `execute` evaluates them in order and
+returns a refusal (insufficient funds, a wrong PIN) as that command's result, not as an
+error of the batch. What the batcher adds:
+
+- Conflicts: two commands with the same `conflict_key` (the transfer batcher uses the
+  sender) never share a batch; the later one waits for the next, in arrival order. That is
+  what lets `execute` read the database once for the whole batch (a sender's outgoing totals,
+  an idempotency key) without seeing its own batch's earlier writes.
+- Retries: a deadlock or serialization failure rolls the whole transaction back, so the
+  batch runs again (ledger.posting.with_retries).
+- Splitting: when the database work of a batch fails otherwise (a constraint, a trigger, a
+  broken connection before COMMIT), it rolled back entirely; the batch is split in halves,
+  each run on its own, down to the one command that fails, which alone gets the error.
+- A lost COMMIT: when the connection breaks while COMMIT is on its way, the batch may or may
+  not have committed. It is never run again: every command of it fails with
+  `CommitOutcomeUnknown` (503 to the client, which retries with its Idempotency-Key and gets
+  the stored answer if the batch did commit, or a fresh run if it did not, since the keys
+  commit with the money).
+
+Where the caller is already inside a database transaction (the test suite's, a management
+command's) or GROUP_COMMIT is off, `submit` runs the command as a batch of one on the
+caller's own thread and connection: the same `execute`, the same transaction shape.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, connection
+
+from ledger.posting import atomic, with_retries
+from walletsite import metrics
+
+logger = logging.getLogger("ledger.batcher")
+
+C = TypeVar("C")
+R = TypeVar("R")
+
+
+class CommitOutcomeUnknown(Exception):
+    """The connection failed while COMMIT was on its way: the batch may have committed."""
+
+
+class BatchTimeout(Exception):
+    """The command was not answered within the submit timeout (it may still run)."""
+
+
+@dataclass
+class _Pending(Generic[C, R]):
+    command: C
+    conflict: Hashable
+    done: threading.Event = field(default_factory=threading.Event)
+    result: R | None = None
+    error: BaseException | None = None
+
+
+class Batcher(Generic[C, R]):
+    def __init__(
+        self,
+        *,
+        name: str,
+        execute: Callable[[Sequence[C]], list[R]],
+        conflict_key: Callable[[C], Hashable],
+        max_batch: int = 64,
+        timeout: float = 20.0,
+    ) -> None:
+        self.name = name
+        self.execute = execute
+        self.conflict_key = conflict_key
+        self.max_batch = max_batch
+        self.timeout = timeout
+        self._queue: collections.deque[_Pending[C, R]] = collections.deque()
+        self._ready = threading.Condition()
+        self._pid: int | None = None
+        # Test hook: called on the batcher thread after `execute` returned, just before COMMIT.
+        self.before_commit: Callable[[], None] | None = None
+
+    # -- request threads ---------------------------------------------------------------
+
+    def submit(self, command: C) -> R:
+        """Run `command` in the next batch and return its result; raise what made its batch
+        fail (CommitOutcomeUnknown, BatchTimeout, a database error of this command)."""
+        if connection.in_atomic_block or not settings.WALLET["GROUP_COMMIT"]:
+            return self._commit([command])[0]
+        pending = _Pending(command, self.conflict_key(command))
+        with self._ready:
+            self._start_if_needed()
+            self._queue.append(pending)
+            self._ready.notify()
+        if not pending.done.wait(self.timeout):
+            raise BatchTimeout(f"no answer from the {self.name} batcher within {self.timeout} s")
+        if pending.error is not None:
+            raise pending.error
+        return pending.result  # type: ignore[return-value]
+
+    def _start_if_needed(self) -> None:
+        # One thread per process, started by the first command (after gunicorn forked).
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._queue.clear()
+            threading.Thread(target=self._loop, name=f"batcher-{self.name}", daemon=True).start()
+
+    # -- the batcher thread ------------------------------------------------------------
+
+    def _take(self) -> list[_Pending[C, R]]:
+        """The queued commands, oldest first, up to max_batch, none two with one conflict
+        key; the others stay queued in their order."""
+        with self._ready:
+            while not self._queue:
+                self._ready.wait()
+            batch: list[_Pending[C, R]] = []
+            seen: set[Hashable] = set()
+            kept: list[_Pending[C, R]] = []
+            while self._queue and len(batch) < self.max_batch:
+                pending = self._queue.popleft()
+                if pending.conflict in seen:
+                    kept.append(pending)
+                    continue
+                seen.add(pending.conflict)
+                batch.append(pending)
+            self._queue.extendleft(reversed(kept))
+            return batch
+
+    def _loop(self) -> None:
+        while True:
+            batch = self._take()
+            try:
+                self._run(batch)
+            except BaseException as exc:  # the thread must never die with waiters
+                logger.exception("batcher failed", extra={"batcher": self.name})
+                for pending in batch:
+                    if pending.error is None and pending.result is None:
+                        pending.error = exc
+            if not self._queue:
+                # Idle: the connection goes back to the pool (and a test database can be
+                # dropped) before the waiters are answered.
+                connection.close()
+            for pending in batch:
+                pending.done.set()
+
+    def _run(self, batch: list[_Pending[C, R]]) -> None:
+        """Set each command's result or error (the caller wakes the waiters)."""
+        try:
+            results = self._commit([pending.command for pending in batch])
+        except CommitOutcomeUnknown as exc:
+            for pending in batch:
+                pending.error = exc
+            return
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0].error = exc
+                return
+            metrics.LEDGER_BATCH_SPLITS.labels(self.name).inc()
+            logger.warning(
+                "batch failed; splitting it to find the command that fails",
+                extra={"batcher": self.name, "size": len(batch), "error": type(exc).__name__},
+            )
+            middle = len(batch) // 2
+            self._run(batch[:middle])
+            self._run(batch[middle:])
+            return
+        for pending, result in zip(batch, results, strict=True):
+            pending.result = result
+
+    def _commit(self, commands: list[C]) -> list[R]:
+        """One durable transaction for `commands`, re-run on a deadlock or serialization
+        failure, never after its COMMIT was sent."""
+        metrics.LEDGER_BATCH_SIZE.labels(self.name).observe(len(commands))
+        started = time.perf_counter()
+
+        def attempt() -> list[R]:
+            if not connection.in_atomic_block and connection.errors_occurred:
+                # A connection that broke in an earlier batch is replaced before this one
+                # (the batcher thread keeps its connection from batch to batch otherwise).
+                if connection.connection is not None and not connection.is_usable():
+                    connection.close()
+                connection.errors_occurred = False
+            committing = False
+            try:
+                with atomic():
+                    results = self.execute(commands)
+                    if self.before_commit is not None:
+                        self.before_commit()
+                    committing = True
+            except (OperationalError, InterfaceError) as exc:
+                if committing:
+                    raise CommitOutcomeUnknown("the connection failed during COMMIT") from exc
+                raise
+            return results
+
+        try:
+            return with_retries(attempt)
+        finally:
+            metrics.LEDGER_BATCH_SECONDS.labels(self.name).observe(time.perf_counter() - started)
