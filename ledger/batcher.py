@@ -29,9 +29,9 @@ error of the batch. What the batcher adds:
   the stored answer if the batch did commit, or a fresh run if it did not, since the keys
   commit with the money).
 
-Where the caller is already inside a database transaction (the test suite's, a management
-command's) or GROUP_COMMIT is off, `submit` runs the command as a batch of one on the
-caller's own thread and connection: the same `execute`, the same transaction shape.
+Where the caller is already inside a database transaction (a test case's) or GROUP_COMMIT
+is off, `submit` runs the command as a batch of one on the caller's own thread and
+connection: the same `execute`, the same durable transaction.
 """
 
 from __future__ import annotations

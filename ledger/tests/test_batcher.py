@@ -1,0 +1,155 @@
+"""ledger.batcher on a real PostgreSQL: batches form from what queued while one was in flight,
+a failing command is split out of its batch, a lost COMMIT is never re-run, conflicting
+commands never share a batch. Commands here write to a probe table, so what committed is
+read back from the database."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from django.db import DataError, connection, connections
+
+from ledger.batcher import Batcher, CommitOutcomeUnknown
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def probe():
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE batcher_probe (v integer PRIMARY KEY, owner text NOT NULL)")
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE batcher_probe")
+
+
+def _committed() -> list[int]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT v FROM batcher_probe ORDER BY v")
+        return [v for (v,) in cursor.fetchall()]
+
+
+class Recorder:
+    """An execute that inserts each command (value, owner) into the probe table and fails the
+    database work of negative values; it records every batch it is given and can hold its
+    first batch until released, so that later commands queue behind it."""
+
+    def __init__(self, *, hold_first: bool = True) -> None:
+        self.batches: list[list[int]] = []
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self._hold = hold_first
+
+    def __call__(self, commands):
+        self.batches.append([v for v, _ in commands])
+        if self._hold:
+            self._hold = False
+            self.entered.set()
+            assert self.release.wait(30)
+        with connection.cursor() as cursor:
+            for value, owner in commands:
+                cursor.execute("INSERT INTO batcher_probe VALUES (%s, %s)", [abs(value), owner])
+                if value < 0:
+                    cursor.execute("SELECT 1 / 0")
+        return [f"ok {v}" for v, _ in commands]
+
+
+def _submit_all(batcher: Batcher, recorder: Recorder, commands: list[tuple[int, str]]) -> list:
+    """Submit a first command that holds the batcher, queue `commands` behind it, release,
+    and return each command's result or exception (the first one's last)."""
+
+    def submit(command):
+        try:
+            return batcher.submit(command)
+        except Exception as exc:
+            return exc
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=len(commands) + 1) as pool:
+        first = pool.submit(submit, (1000, "first"))
+        assert recorder.entered.wait(30)
+        futures = [pool.submit(submit, command) for command in commands]
+        deadline = time.monotonic() + 30
+        while len(batcher._queue) < len(commands):
+            assert time.monotonic() < deadline, "the commands did not queue"
+            time.sleep(0.005)
+        recorder.release.set()
+        return [f.result(timeout=60) for f in futures] + [first.result(timeout=60)]
+
+
+def test_commands_queued_behind_a_batch_form_the_next_batch_and_commit_together(probe):
+    # given
+    recorder = Recorder()
+    batcher = Batcher(name="test", execute=recorder, conflict_key=lambda c: c[1])
+    # when
+    results = _submit_all(batcher, recorder, [(v, f"owner{v}") for v in range(1, 9)])
+    # then: one batch of the first command, one of the eight queued behind it
+    assert recorder.batches == [[1000], list(range(1, 9))]
+    assert results == [f"ok {v}" for v in range(1, 9)] + ["ok 1000"]
+    assert _committed() == [*range(1, 9), 1000]
+
+
+def test_a_failing_command_is_split_out_and_fails_alone(probe):
+    # given: the fifth of eight commands fails its database work (division by zero)
+    recorder = Recorder()
+    batcher = Batcher(name="test", execute=recorder, conflict_key=lambda c: c[1])
+    commands = [(v if v != 5 else -5, f"owner{v}") for v in range(1, 9)]
+    # when
+    results = _submit_all(batcher, recorder, commands)
+    # then: only the culprit failed, every other command committed once
+    assert isinstance(results[4], DataError), results
+    assert [r for i, r in enumerate(results[:8]) if i != 4] == [f"ok {v}" for v in range(1, 9) if v != 5]
+    assert _committed() == [1, 2, 3, 4, 6, 7, 8, 1000]
+    # and: the batch was split in halves down to the culprit, not retried whole
+    assert recorder.batches[1] == [1, 2, 3, 4, -5, 6, 7, 8]
+    assert [1, 2, 3, 4] in recorder.batches and [-5] in recorder.batches
+    assert recorder.batches.count([1, 2, 3, 4, -5, 6, 7, 8]) == 1
+
+
+def test_commands_with_one_conflict_key_never_share_a_batch(probe):
+    # given: three commands of owner "a" and two of owner "b", queued together
+    recorder = Recorder()
+    batcher = Batcher(name="test", execute=recorder, conflict_key=lambda c: c[1])
+    commands = [(1, "a"), (2, "b"), (3, "a"), (4, "a"), (5, "b")]
+    # when
+    results = _submit_all(batcher, recorder, commands)
+    # then: each batch holds one command per owner, in arrival order
+    assert recorder.batches[1:] == [[1, 2], [3, 5], [4]]
+    assert results[:5] == [f"ok {v}" for v in range(1, 6)]
+    assert _committed() == [1, 2, 3, 4, 5, 1000]
+
+
+def test_a_lost_commit_is_never_run_again_and_the_batcher_recovers(probe):
+    # given: a batcher whose connection is killed after its batch's work, before COMMIT
+    recorder = Recorder(hold_first=False)
+    batcher = Batcher(name="test", execute=recorder, conflict_key=lambda c: c[1])
+    killed = []
+
+    def kill_own_backend():
+        if killed:
+            return
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            (pid,) = cursor.fetchone()
+        other = connections.create_connection("default")
+        try:
+            with other.cursor() as cursor:
+                cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+        finally:
+            other.close()
+        killed.append(pid)
+
+    batcher.before_commit = kill_own_backend
+    # when
+    with pytest.raises(CommitOutcomeUnknown):
+        batcher.submit((7, "a"))
+    # then: the batch ran once, was not re-run, and nothing of it committed
+    assert recorder.batches == [[7]]
+    assert _committed() == []
+    # and: the next batch runs on a fresh connection
+    assert batcher.submit((8, "a")) == "ok 8"
+    assert _committed() == [8]
