@@ -74,13 +74,15 @@ def outbox_claim(*, limit: int, lease_seconds: float) -> list[OutboxEvent]:
     return sorted(events, key=lambda event: event.id)
 
 
-def outbox_mark_delivered(*, event_id: int) -> bool:
-    """The event reached every consumer; False if it had been marked delivered already
-    (a second worker took it over after the lease expired and finished first)."""
-    updated = OutboxEvent.objects.filter(id=event_id, delivered_at__isnull=True).update(
+def outbox_mark_delivered(*, event_ids: list[int]) -> int:
+    """The events reached every consumer: one statement for a whole batch. Returns how many
+    were marked; one marked delivered already is not counted (a second worker took it over
+    after the lease expired and finished first)."""
+    if not event_ids:
+        return 0
+    return OutboxEvent.objects.filter(id__in=event_ids, delivered_at__isnull=True).update(
         delivered_at=Now(), leased_until=None, last_error=""
     )
-    return updated == 1
 
 
 def outbox_retry_delay(*, attempts: int) -> timedelta:

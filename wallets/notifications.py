@@ -2,12 +2,13 @@
 (API.md "Notifications to merchants").
 
 Both start from the outbox. The worker delivers each money event to the handlers registered
-here (`wallets.events`), at least once:
+here (`wallets.events`), at least once, a claimed batch of events at a time: each handler
+reads and writes the rows of the whole batch in one or two statements.
 
-- `webhook_deliveries_enqueue` only inserts one WebhookDelivery per (event, endpoint of a
-  merchant whose wallet is in the event's `wallet_ids`); the unique constraint makes a rerun
-  of the handler insert nothing. It never talks HTTP, so a slow or dead merchant endpoint
-  cannot hold up the outbox.
+- `webhook_deliveries_enqueue_many` only inserts one WebhookDelivery per (event, endpoint of
+  a merchant whose wallet is in the event's `wallet_ids`), for all the events in one
+  statement; the unique constraint makes a rerun of the handler insert nothing. It never
+  talks HTTP, so a slow or dead merchant endpoint cannot hold up the outbox.
 - `webhook_deliveries_run`, a periodic worker job, claims due deliveries with FOR UPDATE SKIP
   LOCKED and a lease (committed at once: no lock is held during the HTTP call, and no ledger
   row is ever locked here), POSTs each, then marks it delivered, or schedules a retry with
@@ -15,32 +16,43 @@ here (`wallets.events`), at least once:
   mid-delivery leaves its rows leased; when the lease runs out another run claims them, so
   no event is lost (and the receiver may see one twice: it deduplicates by the event id,
   which is the delivery's and stays the same on every attempt).
-- `notification_emails_send` sends one email per user whose wallet is in `wallet_ids`. The
-  EmailNotification row is inserted first, in the transaction that sends: a second run for
-  the same (event, user) finds the row and sends nothing, and a failed send rolls the row
-  back so the outbox retry sends it.
+- `notification_emails_send_many` sends one email per user whose wallet is in `wallet_ids`.
+  The EmailNotification rows of the batch are inserted first (one statement, ON CONFLICT DO
+  NOTHING RETURNING: only the new ones are sent), in the transaction that sends them over one
+  mail connection: a second run for the same (event, user) finds the row and sends nothing,
+  and a concurrent one waits on the unique key until this commits. A failed send deletes
+  the rows of its event that were not sent, before the commit, and fails that event only,
+  so the outbox retry sends exactly those. A worker killed while sending commits none of the
+  batch's rows, so the retry sends the batch's emails again: at least once, as the outbox.
+
+`webhook_deliveries_enqueue(event)` and `notification_emails_send(event)` are the same for a
+single event.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import ipaddress
 import logging
 import secrets
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.core.mail import send_mail
+from django.contrib.auth import get_user_model
+from django.core.mail import EmailMessage, get_connection
 from django.db import connection, transaction
 from django.db.models.functions import Now
 from django.utils import timezone
 
 from ledger.audit import audit_record
 from ledger.models import Entry, OutboxEvent
-from wallets.events import handler_register
+from wallets.events import EventsFailed, handler_register
 from wallets.gateway import webhook_deliver
 from wallets.models import EmailNotification, Wallet, WebhookDelivery, WebhookEndpoint
 from walletsite.errors import ValidationFailed, WebhookEndpointNotFound
@@ -98,19 +110,53 @@ RETURNING id
 """  # noqa: S608 - the table name is our model's, the values are parameters
 
 
-# The deliveries of one event, inserted from the live endpoints of its wallets; a second run
-# for the same event meets the (event, endpoint) unique key and inserts nothing.
+# The deliveries of a batch of events, inserted from the live endpoints of their wallets
+# (`wanted`: one row per event and wallet); a second run for the same event meets the
+# (event, endpoint) unique key and inserts nothing. Inserted in key order, so that two
+# workers on overlapping batches wait on each other instead of deadlocking.
 _ENQUEUE_SQL = f"""
 INSERT INTO {_TABLE}
        (public_id, endpoint_id, event_id, event_type, status, attempts, next_attempt_at, created_at, last_error)
-SELECT gen_random_uuid(), endpoint.id, %s, %s, 'pending', 0, statement_timestamp(), statement_timestamp(), ''
-  FROM {WebhookEndpoint._meta.db_table} AS endpoint
- WHERE endpoint.wallet_id = ANY(%s::uuid[])
-   AND endpoint.deleted_at IS NULL
- ORDER BY endpoint.id
+SELECT gen_random_uuid(), endpoint.id, wanted.event_id, wanted.event_type, 'pending', 0,
+       statement_timestamp(), statement_timestamp(), ''
+  FROM unnest(%s::bigint[], %s::text[], %s::uuid[]) AS wanted(event_id, event_type, wallet_id)
+  JOIN {WebhookEndpoint._meta.db_table} AS endpoint
+    ON endpoint.wallet_id = wanted.wallet_id AND endpoint.deleted_at IS NULL
+ ORDER BY wanted.event_id, endpoint.id
     ON CONFLICT ON CONSTRAINT webhook_delivery_once DO NOTHING
 RETURNING id
 """  # noqa: S608 - the table names are our models', the values are parameters
+
+_USER_TABLE = get_user_model()._meta.db_table
+# Who is told about each (event, wallet) of a batch, and the wallet's entry in the event's
+# transaction (NULL when it has none, or the event names no transaction).
+_RECIPIENTS_SQL = f"""
+SELECT wanted.event_id, wallet.handle, wallet.currency, usr.id, usr.email, usr.name, usr.is_active,
+       entry.amount, entry.balance_after
+  FROM unnest(%s::bigint[], %s::uuid[], %s::uuid[]) AS wanted(event_id, wallet_id, transaction_id)
+  JOIN {Wallet._meta.db_table} AS wallet ON wallet.id = wanted.wallet_id
+  JOIN {_USER_TABLE} AS usr ON usr.id = wallet.user_id
+  LEFT JOIN {Entry._meta.db_table} AS entry
+    ON entry.transaction_id = wanted.transaction_id AND entry.account_id = wallet.account_id
+ ORDER BY wanted.event_id, wallet.id, entry.id
+"""  # noqa: S608 - the table names are our models', the values are parameters
+
+_EMAIL_TABLE = EmailNotification._meta.db_table
+# The emails of a batch, recorded before they are sent; RETURNING names the new ones (those
+# no earlier run recorded), the only ones to send. In key order, as _ENQUEUE_SQL.
+_EMAILS_RECORD_SQL = f"""
+INSERT INTO {_EMAIL_TABLE} (event_id, user_id, event_type, email, subject)
+SELECT * FROM unnest(%s::bigint[], %s::uuid[], %s::text[], %s::text[], %s::text[])
+ ORDER BY 1, 2
+    ON CONFLICT ON CONSTRAINT email_notification_once DO NOTHING
+RETURNING event_id, user_id
+"""  # noqa: S608 - the table name is our model's, the values are parameters
+
+# The records of emails that could not be sent: the retry sends them.
+_EMAILS_FORGET_SQL = f"""
+DELETE FROM {_EMAIL_TABLE}
+ WHERE (event_id, user_id) IN (SELECT * FROM unnest(%s::bigint[], %s::uuid[]))
+"""  # noqa: S608 - the table name is our model's, the values are parameters
 
 
 # -- endpoints -----------------------------------------------------------------------------
@@ -199,15 +245,28 @@ def _wallet_ids(event: OutboxEvent) -> list[uuid.UUID]:
     return list(dict.fromkeys(found))
 
 
-def webhook_deliveries_enqueue(event: OutboxEvent) -> int:
-    """Outbox handler: one pending delivery per live endpoint of a wallet the event concerns;
-    return how many were new (0 when the handler runs again). One statement, no HTTP."""
-    wallet_ids = _wallet_ids(event)
-    if not wallet_ids:
+def webhook_deliveries_enqueue_many(events: Sequence[OutboxEvent]) -> int:
+    """Outbox handler: one pending delivery per live endpoint of a wallet each event
+    concerns; return how many were new (0 when the handler runs again). One statement for
+    all the events, no HTTP."""
+    event_ids: list[int] = []
+    event_types: list[str] = []
+    wallet_ids: list[uuid.UUID] = []
+    for event in events:
+        for wallet_id in _wallet_ids(event):
+            event_ids.append(event.id)
+            event_types.append(event.type)
+            wallet_ids.append(wallet_id)
+    if not event_ids:
         return 0
     with connection.cursor() as cursor:
-        cursor.execute(_ENQUEUE_SQL, [event.id, event.type, wallet_ids])
+        cursor.execute(_ENQUEUE_SQL, [event_ids, event_types, wallet_ids])
         return len(cursor.fetchall())
+
+
+def webhook_deliveries_enqueue(event: OutboxEvent) -> int:
+    """webhook_deliveries_enqueue_many for one event."""
+    return webhook_deliveries_enqueue_many([event])
 
 
 AMOUNT_FORMAT_EXPONENT = 2
@@ -232,79 +291,180 @@ def amount_format(*, amount: int, currency: str) -> str:
     return f"{sign}{currency} {major:,}.{minor:0{AMOUNT_FORMAT_EXPONENT}d}"
 
 
-def _email_content(*, event: OutboxEvent, wallet: Wallet, entry: Entry | None) -> tuple[str, str]:
+class _Recipient(NamedTuple):
+    """A user to tell about an event, through one of their wallets in it."""
+
+    event_id: int
+    handle: str
+    currency: str
+    user_id: uuid.UUID
+    email: str
+    name: str
+    is_active: bool
+    # The wallet's entry in the event's transaction, if it has one.
+    amount: int | None
+    balance_after: int | None
+
+
+def _email_content(*, event: OutboxEvent, recipient: _Recipient) -> tuple[str, str]:
     payload = event.payload or {}
     title = EMAIL_TITLES.get(event.type, event.type)
-    currency = payload.get("currency") or wallet.currency
-    lines = [f"Hello {wallet.user.name or wallet.user.email},", ""]
-    if entry is not None:
-        verb = "received" if entry.amount > 0 else "sent"
-        money = amount_format(amount=abs(entry.amount), currency=currency)
+    currency = payload.get("currency") or recipient.currency
+    lines = [f"Hello {recipient.name or recipient.email},", ""]
+    if recipient.amount is not None:
+        verb = "received" if recipient.amount > 0 else "sent"
+        money = amount_format(amount=abs(recipient.amount), currency=currency)
         subject = f"{title}: you {verb} {money}"
-        lines.append(f"{title}: {money} {'credited to' if entry.amount > 0 else 'debited from'} your wallet.")
-        lines.append(f"Balance after: {amount_format(amount=entry.balance_after, currency=currency)}")
+        lines.append(f"{title}: {money} {'credited to' if recipient.amount > 0 else 'debited from'} your wallet.")
+        lines.append(f"Balance after: {amount_format(amount=recipient.balance_after, currency=currency)}")
     else:
         money = amount_format(amount=int(payload.get("amount") or 0), currency=currency)
         subject = f"{title}: {money}"
         lines.append(f"{title}: {money}.")
     if payload.get("transaction_id"):
         lines.append(f"Transaction: {payload['transaction_id']}")
-    lines += ["", f"Wallet {wallet.handle}"]
+    lines += ["", f"Wallet {recipient.handle}"]
     return subject[:200], "\n".join(lines)
 
 
-def notification_emails_send(event: OutboxEvent) -> int:
-    """Outbox handler: one email per user whose wallet the event concerns, at most once per
-    (event, user); return how many were sent by this run."""
-    wallet_ids = _wallet_ids(event)
-    if not wallet_ids:
-        return 0
-    wallets = list(Wallet.objects.filter(id__in=wallet_ids).select_related("user").order_by("id"))
-    entries: dict[int, Entry] = {}
-    transaction_id = (event.payload or {}).get("transaction_id")
-    if transaction_id:
-        try:
-            entries = {
-                e.account_id: e
-                for e in Entry.objects.filter(
-                    transaction_id=uuid.UUID(str(transaction_id)), account_id__in=[w.account_id for w in wallets]
-                )
-            }
-        except ValueError:
-            entries = {}
+def _transaction_id(event: OutboxEvent) -> uuid.UUID | None:
+    raw = (event.payload or {}).get("transaction_id")
+    if not raw:
+        return None
+    try:
+        return uuid.UUID(str(raw))
+    except ValueError:
+        return None
+
+
+def _recipients(events: Sequence[OutboxEvent]) -> list[_Recipient]:
+    """Whom to email about the events, one per (event, user), in one query."""
+    event_ids: list[int] = []
+    wallet_ids: list[uuid.UUID] = []
+    transaction_ids: list[uuid.UUID | None] = []
+    for event in events:
+        transaction_id = _transaction_id(event)
+        for wallet_id in _wallet_ids(event):
+            event_ids.append(event.id)
+            wallet_ids.append(wallet_id)
+            transaction_ids.append(transaction_id)
+    if not event_ids:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(_RECIPIENTS_SQL, [event_ids, wallet_ids, transaction_ids])
+        rows = cursor.fetchall()
+    # A user has one wallet, and an event names a wallet once; a wallet with two entries in
+    # the transaction comes twice, ordered by entry: the later one is used.
+    by_key = {(row[0], row[3]): _Recipient(*row) for row in rows}
+    return [r for r in by_key.values() if r.email and r.is_active]
+
+
+def _emails_send(events: Sequence[OutboxEvent]) -> tuple[int, dict[int, Exception]]:
+    """Send the emails of the events that no earlier run sent; return how many were sent
+    and the exception of each event whose emails could not all be sent."""
+    recipients = _recipients(events)
+    if not recipients:
+        return 0, {}
+    by_id = {event.id: event for event in events}
+    contents = [_email_content(event=by_id[r.event_id], recipient=r) for r in recipients]
+    with transaction.atomic():
+        # Record first: a concurrent run for the same (event, user) waits on the unique key
+        # until this commits, then finds the row and sends nothing.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _EMAILS_RECORD_SQL,
+                [
+                    [r.event_id for r in recipients],
+                    [r.user_id for r in recipients],
+                    [by_id[r.event_id].type for r in recipients],
+                    [r.email for r in recipients],
+                    [subject for subject, _ in contents],
+                ],
+            )
+            new = set(cursor.fetchall())
+        outgoing = [
+            (recipient, content)
+            for recipient, content in zip(recipients, contents, strict=True)
+            if (recipient.event_id, recipient.user_id) in new
+        ]
+        sent, unsent, failures = _send_each(outgoing)
+        if unsent:
+            with connection.cursor() as cursor:
+                cursor.execute(_EMAILS_FORGET_SQL, [[r.event_id for r in unsent], [r.user_id for r in unsent]])
+    # One line per batch: the EmailNotification rows say which email went where and when.
+    if sent:
+        logger.info("notification emails sent", extra={"count": sent, "events": len({r.event_id for r in recipients})})
+    return sent, failures
+
+
+def _send_each(
+    outgoing: list[tuple[_Recipient, tuple[str, str]]],
+) -> tuple[int, list[_Recipient], dict[int, Exception]]:
+    """Send the messages one by one over one mail connection; return how many were sent,
+    the recipients not sent to, and the exception of each event that failed. After an
+    event's first failure its other messages wait for its retry; a failed send reconnects
+    for the next message, and a connection that cannot be opened fails all that is left (a
+    mail server that is down costs the batch one timeout, not one per event)."""
+    mail = get_connection(fail_silently=False)
     sent = 0
-    for wallet in wallets:
-        sent += _email_once(event=event, wallet=wallet, entry=entries.get(wallet.account_id))
+    unsent: list[_Recipient] = []
+    failures: dict[int, Exception] = {}
+    down: Exception | None = None
+    connected = False
+    try:
+        for recipient, (subject, body) in outgoing:
+            if down is not None or recipient.event_id in failures:
+                failures.setdefault(recipient.event_id, down)
+                unsent.append(recipient)
+                continue
+            try:
+                if not connected:
+                    try:
+                        mail.open()
+                    except Exception as exc:
+                        down = exc
+                        raise
+                    connected = True
+                mail.send_messages([EmailMessage(subject, body, None, [recipient.email], connection=mail)])
+            except Exception as exc:
+                failures[recipient.event_id] = exc
+                unsent.append(recipient)
+                if connected:
+                    connected = False
+                    with contextlib.suppress(Exception):
+                        mail.close()
+                continue
+            sent += 1
+    finally:
+        with contextlib.suppress(Exception):
+            mail.close()
+    return sent, unsent, failures
+
+
+def notification_emails_send_many(events: Sequence[OutboxEvent]) -> int:
+    """Outbox handler: one email per user whose wallet an event concerns, at most once per
+    (event, user); return how many were sent by this run. Raises EventsFailed naming the
+    events whose emails could not all be sent (the others' are sent and recorded)."""
+    sent, failures = _emails_send(events)
+    if failures:
+        raise EventsFailed(failures)
     return sent
 
 
-def _email_once(*, event: OutboxEvent, wallet: Wallet, entry: Entry | None) -> int:
-    user = wallet.user
-    if not user.email or not user.is_active:
-        return 0
-    subject, body = _email_content(event=event, wallet=wallet, entry=entry)
-    with transaction.atomic():
-        # Insert first: a concurrent run for the same (event, user) waits on the unique key
-        # until this commits, then finds the row and sends nothing. If sending raises, the
-        # row rolls back with it and the outbox retry sends the email.
-        _, created = EmailNotification.objects.get_or_create(
-            event_id=event.id,
-            user=user,
-            defaults={"event_type": event.type, "email": user.email, "subject": subject},
-        )
-        if not created:
-            return 0
-        send_mail(subject, body, None, [user.email], fail_silently=False)
-    logger.info("notification email sent", extra={"event_id": event.id, "event_type": event.type})
-    return 1
+def notification_emails_send(event: OutboxEvent) -> int:
+    """notification_emails_send_many for one event; raises what the sending raised."""
+    sent, failures = _emails_send([event])
+    if failures:
+        raise failures[event.id]
+    return sent
 
 
 def handlers_register() -> None:
     """Subscribe both handlers to every money event. Webhooks first: enqueuing is cheap and
     does not depend on the mail server being up."""
     for event_type in MONEY_EVENT_TYPES:
-        handler_register(event_type=event_type, handler=webhook_deliveries_enqueue)
-        handler_register(event_type=event_type, handler=notification_emails_send)
+        handler_register(event_type=event_type, many=webhook_deliveries_enqueue_many)
+        handler_register(event_type=event_type, many=notification_emails_send_many)
 
 
 handlers_register()

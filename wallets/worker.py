@@ -2,8 +2,11 @@
 periodic jobs.
 
 One loop, one thread, one step at a time: a step is a batch of outbox deliveries or one
-periodic job. SIGTERM or SIGINT asks the loop to stop; the step in progress finishes (the
-events of a batch not yet started are handed back at once), then the process exits 0.
+periodic job. A batch goes through its handlers together (wallets.events: the events that
+share their handlers share each handler call), and is marked delivered in one statement.
+SIGTERM or SIGINT asks the loop to stop; the step in progress finishes (the events of a batch
+not yet started, those whose handlers differ from the ones running, are handed back at
+once), then the process exits 0.
 
 Any number of workers may run: outbox claims skip each other's rows, and each periodic job
 runs under a PostgreSQL advisory lock, so two workers never run the same job at once (the
@@ -26,12 +29,13 @@ from django.db import InterfaceError, OperationalError, close_old_connections, c
 
 from ledger.models import OutboxEvent
 from ledger.outbox import outbox_claim, outbox_mark_delivered, outbox_mark_failed, outbox_release, outbox_retry_delay
+from wallets.events import DeliveryOutcome, events_deliver
 from walletsite import metrics
 
 logger = logging.getLogger("wallets.worker")
 
-# Events per claim. Each is delivered in turn by this one thread, so a batch must finish
-# well within its lease.
+# Events per claim. The handlers take them together, so a bigger batch costs less per event;
+# but the whole batch must finish well within its lease (an email is sent after another).
 BATCH_SIZE = 50
 # How long a claim holds its events. A handler that talks to the outside world (merchant
 # webhooks) must time out well before this, or a second worker may deliver the same event
@@ -144,13 +148,11 @@ class Worker:
         batch_size: int = BATCH_SIZE,
         lease_seconds: float = LEASE_SECONDS,
         idle_seconds: float = IDLE_SECONDS,
-        deliver: Callable[[OutboxEvent], None] | None = None,
     ) -> None:
         self.jobs = list(default_jobs() if jobs is None else jobs)
         self.batch_size = batch_size
         self.lease_seconds = lease_seconds
         self.idle_seconds = idle_seconds
-        self._deliver = deliver
         self.stop_requested = False
 
     def request_stop(self, *args) -> None:
@@ -159,54 +161,58 @@ class Worker:
 
     # -- outbox ---------------------------------------------------------------------------
 
-    def deliver(self, event: OutboxEvent) -> None:
-        if self._deliver is not None:
-            self._deliver(event)
-            return
+    def deliver(self, events: list[OutboxEvent]) -> DeliveryOutcome:
         # The notification handlers register when their module is imported; an event
         # delivered before that would skip them, so the import comes first (and if it fails,
-        # the event fails and is retried instead of being marked delivered).
+        # the batch fails and is retried instead of being marked delivered).
         from wallets import notifications  # noqa: F401
-        from wallets.events import event_deliver
 
-        event_deliver(event=event)
+        return events_deliver(events, stop=lambda: self.stop_requested)
 
     def deliver_batch(self) -> int:
-        """Claim and deliver one batch; return how many events were claimed."""
-        events = outbox_claim(limit=self.batch_size, lease_seconds=self.lease_seconds)
-        if events:
-            metrics.OUTBOX_CLAIMED.inc(len(events))
-        for index, event in enumerate(events):
-            if self.stop_requested:
-                # Hand back what was not started, so that it need not wait for the lease.
-                outbox_release(event_ids=[e.id for e in events[index:]])
-                break
-            self._deliver_one(event)
-        return len(events)
+        """Claim and deliver one batch; return how many events were claimed.
 
-    def _deliver_one(self, event: OutboxEvent) -> None:
+        A database failure (OperationalError, InterfaceError) propagates: no event of the
+        batch is marked, and all of them are delivered again once their lease runs out."""
+        events = outbox_claim(limit=self.batch_size, lease_seconds=self.lease_seconds)
+        if not events:
+            return 0
+        metrics.OUTBOX_CLAIMED.inc(len(events))
+        if self.stop_requested:
+            outbox_release(event_ids=[event.id for event in events])
+            return len(events)
         try:
-            self.deliver(event)
+            outcome = self.deliver(events)
         except (OperationalError, InterfaceError):
-            # The database itself is failing: not this event's fault. Its lease runs out
-            # and it is delivered again once the database is back.
             raise
         except Exception as exc:
-            retry_in = outbox_retry_delay(attempts=event.attempts)
-            logger.warning(
-                "event delivery failed; will retry",
-                exc_info=True,
-                extra={
-                    "event_id": event.id,
-                    "event_type": event.type,
-                    "attempts": event.attempts,
-                    "retry_in_seconds": retry_in.total_seconds(),
-                },
-            )
-            metrics.OUTBOX_FAILURES.labels(event.type).inc()
-            outbox_mark_failed(event_id=event.id, error=f"{type(exc).__name__}: {exc}", retry_in=retry_in)
-            return
-        outbox_mark_delivered(event_id=event.id)
+            # Not a handler's failure (they are caught per event) but the delivery's own,
+            # e.g. the notifications module failing to import: every event retries.
+            outcome = DeliveryOutcome(failed={event.id: exc for event in events})
+        not_started = {event.id for event in outcome.not_started}
+        outbox_mark_delivered(
+            event_ids=[event.id for event in events if event.id not in outcome.failed and event.id not in not_started]
+        )
+        outbox_release(event_ids=sorted(not_started))
+        for event in events:
+            if event.id in outcome.failed:
+                self._mark_failed(event, outcome.failed[event.id])
+        return len(events)
+
+    def _mark_failed(self, event: OutboxEvent, exc: BaseException) -> None:
+        retry_in = outbox_retry_delay(attempts=event.attempts)
+        logger.warning(
+            "event delivery failed; will retry",
+            exc_info=exc,
+            extra={
+                "event_id": event.id,
+                "event_type": event.type,
+                "attempts": event.attempts,
+                "retry_in_seconds": retry_in.total_seconds(),
+            },
+        )
+        metrics.OUTBOX_FAILURES.labels(event.type).inc()
+        outbox_mark_failed(event_id=event.id, error=f"{type(exc).__name__}: {exc}", retry_in=retry_in)
 
     # -- periodic jobs --------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection, connections, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from ledger.models import OutboxEvent
@@ -93,7 +94,7 @@ def test_a_crashed_workers_events_are_claimed_again_after_the_lease():
 def test_delivered_and_not_yet_available_events_are_not_claimed():
     # given
     delivered, later, ready = _emit(3)
-    outbox_mark_delivered(event_id=delivered.id)
+    outbox_mark_delivered(event_ids=[delivered.id])
     OutboxEvent.objects.filter(id=later.id).update(available_at=timezone.now() + timedelta(minutes=5))
     # when
     claimed = outbox_claim(limit=10, lease_seconds=60)
@@ -107,13 +108,33 @@ def test_mark_delivered_is_once():
     (event,) = _emit(1)
     outbox_claim(limit=1, lease_seconds=60)
     # when
-    first = outbox_mark_delivered(event_id=event.id)
-    second = outbox_mark_delivered(event_id=event.id)
+    first = outbox_mark_delivered(event_ids=[event.id])
+    second = outbox_mark_delivered(event_ids=[event.id])
     # then
-    assert (first, second) == (True, False)
+    assert (first, second) == (1, 0)
     event.refresh_from_db()
     assert event.delivered_at is not None
     assert event.leased_until is None
+
+
+@pytest.mark.django_db
+def test_mark_delivered_marks_a_batch_in_one_statement_and_counts_only_the_new():
+    # given: a batch, one of which another worker already marked
+    events = _emit(4)
+    outbox_claim(limit=4, lease_seconds=60)
+    outbox_mark_delivered(event_ids=[events[1].id])
+    OutboxEvent.objects.filter(id=events[2].id).update(last_error="TimeoutError: earlier attempt")
+    delivered_before = OutboxEvent.objects.get(id=events[1].id).delivered_at
+    # when
+    with CaptureQueriesContext(connection) as queries:
+        marked = outbox_mark_delivered(event_ids=[e.id for e in events])
+    # then
+    assert marked == 3 and len(queries) == 1
+    rows = {e.id: e for e in OutboxEvent.objects.all()}
+    assert all(rows[e.id].delivered_at is not None and rows[e.id].leased_until is None for e in events)
+    assert rows[events[1].id].delivered_at == delivered_before
+    assert rows[events[2].id].last_error == ""
+    assert outbox_mark_delivered(event_ids=[]) == 0
 
 
 @pytest.mark.django_db

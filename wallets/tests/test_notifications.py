@@ -12,18 +12,45 @@ import pytest
 from django.core import mail
 from django.core.mail.backends.locmem import EmailBackend
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from ledger.models import OutboxEvent
 from ledger.outbox import outbox_emit
 from ledger.posting import atomic
 from ledger.tests.invariants import assert_ledger_consistent
-from wallets.models import EmailNotification
-from wallets.notifications import amount_format, notification_emails_send
+from wallets.models import EmailNotification, WebhookDelivery
+from wallets.notifications import (
+    amount_format,
+    notification_emails_send,
+    notification_emails_send_many,
+    webhook_endpoint_create,
+)
 from wallets.tests.factories import register_user
 from wallets.tests.money import fund
 from wallets.transfers import transfer_create
 from wallets.worker import Worker
+
+
+class RefusingBackend(EmailBackend):
+    """A mail server that refuses, once each, the addresses in `refuse` (another recipient's
+    messages go through), and fails to connect `unreachable` times."""
+
+    refuse: set[str] = set()
+    unreachable = 0
+
+    def open(self):
+        if RefusingBackend.unreachable > 0:
+            RefusingBackend.unreachable -= 1
+            raise ConnectionRefusedError("the mail server is down")
+        return super().open()
+
+    def send_messages(self, messages):
+        for message in messages:
+            if message.to[0] in RefusingBackend.refuse:
+                RefusingBackend.refuse.discard(message.to[0])
+                raise smtplib.SMTPRecipientsRefused({message.to[0]: (550, b"mailbox unavailable")})
+        return super().send_messages(messages)
 
 
 class FailingOnceBackend(EmailBackend):
@@ -47,6 +74,13 @@ def _only_this_tests_events(request):
     request.getfixturevalue("transactional_db" if marker.kwargs.get("transaction") else "db")
     with transaction.atomic():
         OutboxEvent.objects.filter(delivered_at__isnull=True).update(available_at=timezone.now() + timedelta(days=1))
+
+
+@pytest.fixture(autouse=True)
+def _mail_server_behaves():
+    RefusingBackend.refuse, RefusingBackend.unreachable = set(), 0
+    yield
+    RefusingBackend.refuse, RefusingBackend.unreachable = set(), 0
 
 
 def _pair():
@@ -178,6 +212,184 @@ def test_the_worker_sends_the_emails_of_a_transfer_once():
     # then
     assert sorted(m.to[0] for m in mail.outbox) == sorted([alice_user.email, bob_user.email])
     assert OutboxEvent.objects.get(id=event.id).delivered_at is not None
+    assert_ledger_consistent()
+
+
+# -- batches --------------------------------------------------------------------------------
+
+
+def _trio():
+    """Three customers, each funded, and a merchant-style endpoint on the second's wallet."""
+    parties = [register_user(name=name) for name in ("Asha", "Bala", "Chandra")]
+    for _, wallet in parties:
+        fund(wallet, 50_000)
+    webhook_endpoint_create(wallet=parties[1][1], url="https://hooks.example.com/wallet")
+    return parties
+
+
+def _transfers(parties, pairs: list[tuple[int, int]]) -> list[OutboxEvent]:
+    for sender, recipient in pairs:
+        with atomic():
+            transfer_create(sender=parties[sender][1], to=parties[recipient][1].handle, amount=100 + sender)
+    return list(OutboxEvent.objects.filter(type="transfer.posted").order_by("-id")[: len(pairs)])[::-1]
+
+
+def _emails_by_event(events: list[OutboxEvent]) -> dict[int, list[str]]:
+    """Who was emailed about each event, from what the mail server received."""
+    found: dict[int, list[str]] = {event.id: [] for event in events}
+    for message in mail.outbox:
+        for event in events:
+            if f"Transaction: {event.payload['transaction_id']}" in message.body:
+                found[event.id].append(message.to[0])
+    return {event_id: sorted(to) for event_id, to in found.items()}
+
+
+def _recorded(events: list[OutboxEvent]) -> dict[int, list[str]]:
+    found: dict[int, list[str]] = {event.id: [] for event in events}
+    for row in EmailNotification.objects.filter(event__in=events):
+        found[row.event_id].append(row.email)
+    return {event_id: sorted(to) for event_id, to in found.items()}
+
+
+def _parties_of(parties, pairs) -> list[list[str]]:
+    return [sorted([parties[s][0].email, parties[r][0].email]) for s, r in pairs]
+
+
+@pytest.mark.django_db
+def test_a_batch_sends_each_email_once_enqueues_each_delivery_once_and_a_rerun_adds_nothing():
+    # given: three transfers (the second party has a webhook endpoint in two of them)
+    parties = _trio()
+    pairs = [(0, 1), (2, 0), (1, 2)]
+    events = _transfers(parties, pairs)
+    mail.outbox.clear()
+    # when: one batch
+    Worker(jobs=[]).run_once()
+    # then
+    assert list(_emails_by_event(events).values()) == _parties_of(parties, pairs)
+    assert _recorded(events) == _emails_by_event(events)
+    deliveries = WebhookDelivery.objects.filter(event__in=events)
+    assert sorted(d.event_id for d in deliveries) == [events[0].id, events[2].id]
+    assert all(e.delivered_at is not None for e in OutboxEvent.objects.filter(id__in=[e.id for e in events]))
+    # when: the whole batch is delivered again (a takeover after a lost mark)
+    OutboxEvent.objects.filter(id__in=[e.id for e in events]).update(delivered_at=None)
+    Worker(jobs=[]).run_once()
+    # then: nothing new was sent or enqueued
+    assert len(mail.outbox) == 6
+    assert EmailNotification.objects.filter(event__in=events).count() == 6
+    assert WebhookDelivery.objects.filter(event__in=events).count() == 2
+
+
+@pytest.mark.django_db
+def test_a_refused_email_fails_only_its_event_and_the_retry_sends_only_what_is_missing(settings):
+    # given: a mail server that refuses one mailbox once; its owner is in the second transfer
+    # only, whose other party is emailed first (emails go out in wallet order)
+    settings.EMAIL_BACKEND = "wallets.tests.test_notifications.RefusingBackend"
+    parties = _trio()
+    first, refused = sorted([0, 2], key=lambda i: parties[i][1].id)
+    pairs = [(first, 1), (first, refused), (1, first)]
+    events = _transfers(parties, pairs)
+    mail.outbox.clear()
+    RefusingBackend.refuse = {parties[refused][0].email}
+    worker = Worker(jobs=[])
+    # when
+    worker.run_once()
+    # then: the other two events are delivered with their emails; the second is not, and
+    # keeps the record of the email that did reach the mail server
+    rows = {e.id: e for e in OutboxEvent.objects.filter(id__in=[e.id for e in events])}
+    assert [rows[e.id].delivered_at is not None for e in events] == [True, False, True]
+    assert rows[events[1].id].last_error.startswith("SMTPRecipientsRefused")
+    sent = _emails_by_event(events)
+    expected = _parties_of(parties, pairs)
+    assert list(sent.values()) == [expected[0], [parties[first][0].email], expected[2]]
+    assert _recorded(events) == sent
+    assert WebhookDelivery.objects.filter(event__in=events).count() == 2
+    # when: the backoff has passed
+    OutboxEvent.objects.filter(id=events[1].id).update(available_at=timezone.now() - timedelta(seconds=1))
+    worker.run_once()
+    # then: every party has exactly one email about each event
+    assert list(_emails_by_event(events).values()) == _parties_of(parties, pairs)
+    assert len(mail.outbox) == 6
+    assert _recorded(events) == _emails_by_event(events)
+    assert WebhookDelivery.objects.filter(event__in=events).count() == 2
+
+
+@pytest.mark.django_db
+def test_an_unreachable_mail_server_records_no_email_and_the_retry_sends_them_all(settings):
+    # given
+    settings.EMAIL_BACKEND = "wallets.tests.test_notifications.RefusingBackend"
+    RefusingBackend.unreachable = 1
+    parties = _trio()
+    pairs = [(0, 1), (1, 2)]
+    events = _transfers(parties, pairs)
+    mail.outbox.clear()
+    worker = Worker(jobs=[])
+    # when
+    worker.run_once()
+    # then: the webhooks are enqueued, the emails are not recorded, the events come back
+    assert mail.outbox == [] and EmailNotification.objects.filter(event__in=events).count() == 0
+    assert WebhookDelivery.objects.filter(event__in=events).count() == 2
+    failed = OutboxEvent.objects.filter(id__in=[e.id for e in events])
+    assert all(e.delivered_at is None and e.last_error.startswith("ConnectionRefusedError") for e in failed)
+    # when
+    failed.update(available_at=timezone.now() - timedelta(seconds=1))
+    worker.run_once()
+    # then
+    assert list(_emails_by_event(events).values()) == _parties_of(parties, pairs)
+    assert _recorded(events) == _emails_by_event(events)
+    assert WebhookDelivery.objects.filter(event__in=events).count() == 2
+
+
+@pytest.mark.django_db
+def test_a_batch_costs_the_same_few_queries_however_many_events_it_has():
+    # given
+    parties = _trio()
+    small = _transfers(parties, [(0, 1), (1, 2)])
+    large = _transfers(parties, [(0, 1), (1, 2), (2, 0), (0, 2), (2, 1), (1, 0), (0, 1), (1, 2)])
+    counts = []
+    for batch in (small, large):
+        OutboxEvent.objects.filter(delivered_at__isnull=True).update(available_at=timezone.now() + timedelta(days=1))
+        OutboxEvent.objects.filter(id__in=[e.id for e in batch]).update(available_at=timezone.now())
+        # when
+        with CaptureQueriesContext(connection) as queries:
+            assert Worker(jobs=[]).deliver_batch() == len(batch)
+        counts.append(len(queries))
+    # then: claim, enqueue webhooks, read recipients, record emails, mark delivered, and the
+    # savepoints the claim's and the emails' transactions are in the test's transaction
+    assert counts[0] == counts[1] <= 9
+    assert EmailNotification.objects.filter(event__in=small + large).count() == 20
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_overlapping_batches_send_each_email_once():
+    # given: two workers handed the same events in opposite orders (a takeover race)
+    parties = _trio()
+    pairs = [(0, 1), (1, 2), (2, 0), (0, 2)]
+    events = _transfers(parties, pairs)
+    mail.outbox.clear()
+    barrier = threading.Barrier(2)
+    results: list[int] = []
+    errors: list[BaseException] = []
+
+    def run(batch: list[OutboxEvent]) -> None:
+        try:
+            barrier.wait(10)
+            results.append(notification_emails_send_many(batch))
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(batch,)) for batch in (events, events[::-1])]
+    # when
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    # then: no deadlock, and each (event, user) once
+    assert errors == []
+    assert sum(results) == 8
+    assert list(_emails_by_event(events).values()) == _parties_of(parties, pairs)
+    assert _recorded(events) == _emails_by_event(events)
     assert_ledger_consistent()
 
 

@@ -15,13 +15,13 @@ from urllib.parse import quote
 
 import pytest
 from django.conf import settings
-from django.db import connection, connections, transaction
+from django.db import OperationalError, connection, connections, transaction
 from django.db.backends.postgresql.base import DatabaseWrapper
 from django.utils import timezone
 from prometheus_client import REGISTRY
 
 from ledger.models import OutboxEvent, ReconciliationRun
-from ledger.outbox import outbox_claim, outbox_emit
+from ledger.outbox import outbox_claim, outbox_emit, outbox_mark_delivered
 from wallets import events
 from wallets.models import PaymentAttempt
 from wallets.tests.factories import register_user
@@ -54,16 +54,17 @@ def _only_this_tests_events(request):
 
 @pytest.fixture
 def handlers():
-    """Register handlers for a test; they are removed afterwards."""
-    added: list[tuple[str, events.Handler]] = []
+    """Register handlers for a test (per event, or with many= for a list of events); they
+    are removed afterwards."""
+    added: list[tuple[str, dict]] = []
 
-    def register(event_type: str, handler: events.Handler) -> None:
-        events.handler_register(event_type=event_type, handler=handler)
-        added.append((event_type, handler))
+    def register(event_type: str, handler: events.Handler | None = None, *, many: events.ManyHandler | None = None):
+        events.handler_register(event_type=event_type, handler=handler, many=many)
+        added.append((event_type, {"handler": handler, "many": many}))
 
     yield register
-    for event_type, handler in added:
-        events.handler_unregister(event_type=event_type, handler=handler)
+    for event_type, kwargs in added:
+        events.handler_unregister(event_type=event_type, **kwargs)
 
 
 def _delivered_lines(caplog, event_type: str) -> list[logging.LogRecord]:
@@ -135,19 +136,24 @@ def test_a_failing_handler_makes_the_event_retry_later(caplog, handlers):
 
 
 @pytest.mark.django_db
-def test_type_handlers_run_before_the_log_for_every_event(handlers):
+def test_type_handlers_run_before_the_log_for_every_event(handlers, caplog):
     # given
+    caplog.set_level(logging.INFO)
     order: list[str] = []
     handlers("test.ordered", lambda event: order.append("specific"))
     handlers(events.ALL_EVENTS, lambda event: order.append("all"))
     (event,) = _emit("test.ordered")
+
+    def log_written() -> bool:
+        return bool(_delivered_lines(caplog, "test.ordered"))
+
+    handlers(events.ALL_EVENTS, lambda event: order.append(f"all, logged: {log_written()}"))
     # when
-    handlers_run = events.handlers_of("test.ordered")
-    for handler in handlers_run:
-        handler(event)
-    # then: the specific one first, the built-in log line before the test's catch-all
-    assert order == ["specific", "all"]
-    assert handlers_run[1] is events.event_log_delivered
+    outcome = events.events_deliver([event])
+    # then: the specific one first, the built-in log line before the test's catch-alls
+    assert outcome.failed == {} and outcome.not_started == []
+    assert order == ["specific", "all", "all, logged: True"]
+    assert events.handlers_of("test.ordered")[1] == events.Registration(events.event_log_delivered, many=True)
 
 
 @pytest.mark.django_db
@@ -169,25 +175,221 @@ def test_a_crashed_workers_event_is_delivered_after_its_lease(caplog):
 
 
 @pytest.mark.django_db
-def test_stopping_mid_batch_hands_back_the_events_not_started():
-    # given
-    emitted = _emit("test.stop", n=3)
+def test_stopping_mid_batch_hands_back_the_events_not_started(handlers):
+    # given: a batch of one event of a kind, then two of another (handled after the first)
+    with transaction.atomic():
+        first = outbox_emit(type="test.stop.first", payload={})
+        rest = [outbox_emit(type="test.stop.rest", payload={}) for _ in range(2)]
     delivered: list[int] = []
 
     def deliver(event: OutboxEvent) -> None:
         delivered.append(event.id)
         worker.request_stop()  # SIGTERM arrives while the first event is being delivered
 
-    worker = Worker(jobs=[], deliver=deliver)
+    handlers("test.stop.first", deliver)
+    handlers("test.stop.rest", lambda event: delivered.append(event.id))
+    worker = Worker(jobs=[])
     # when
     worker.run_once()
     # then: the first finished, the other two are free for the next worker at once
-    assert delivered == [emitted[0].id]
-    rows = {e.id: e for e in OutboxEvent.objects.filter(type="test.stop")}
-    assert rows[emitted[0].id].delivered_at is not None
-    for event in emitted[1:]:
+    assert delivered == [first.id]
+    rows = {e.id: e for e in OutboxEvent.objects.filter(type__startswith="test.stop.")}
+    assert rows[first.id].delivered_at is not None
+    for event in rest:
         assert rows[event.id].delivered_at is None
         assert rows[event.id].leased_until is None and rows[event.id].attempts == 0
+
+
+@pytest.mark.django_db
+def test_a_stop_requested_during_the_claim_hands_the_whole_batch_back(monkeypatch):
+    # given: SIGTERM arrives while the worker is claiming
+    emitted = _emit("test.stop_at_claim", n=2)
+    worker = Worker(jobs=[])
+    real_claim = outbox_claim
+
+    def claim_then_stop(**kwargs):
+        claimed = real_claim(**kwargs)
+        worker.request_stop()
+        return claimed
+
+    monkeypatch.setattr("wallets.worker.outbox_claim", claim_then_stop)
+    # when
+    assert worker.deliver_batch() == 2
+    # then
+    for event in OutboxEvent.objects.filter(id__in=[e.id for e in emitted]):
+        assert (event.delivered_at, event.leased_until, event.attempts) == (None, None, 0)
+
+
+# -- batches --------------------------------------------------------------------------------
+
+
+def _outcomes(emitted: list[OutboxEvent]) -> list[tuple[bool, int]]:
+    rows = {e.id: e for e in OutboxEvent.objects.filter(id__in=[e.id for e in emitted])}
+    return [(rows[e.id].delivered_at is not None, rows[e.id].attempts) for e in emitted]
+
+
+def _backoff_passes(emitted: list[OutboxEvent]) -> None:
+    OutboxEvent.objects.filter(id__in=[e.id for e in emitted]).update(
+        available_at=timezone.now() - timedelta(seconds=1)
+    )
+
+
+@pytest.mark.django_db
+def test_one_failing_event_of_a_batch_fails_alone_and_is_retried_alone(caplog, handlers):
+    # given: a batch of three events, a handler that fails on the second, a handler after it
+    caplog.set_level(logging.INFO)
+    emitted = _emit("test.batch_one_fails", n=3)
+    bad = emitted[1].id
+    first_calls: list[int] = []
+    second_calls: list[int] = []
+
+    def fails_on_bad(event: OutboxEvent) -> None:
+        first_calls.append(event.id)
+        if event.id == bad and first_calls.count(bad) == 1:
+            raise ValueError("no such merchant")
+
+    handlers("test.batch_one_fails", fails_on_bad)
+    handlers("test.batch_one_fails", lambda event: second_calls.append(event.id))
+    worker = Worker(jobs=[])
+    # when
+    worker.run_once()
+    # then: the other two are delivered; the bad one gets no later handler, no log line, and
+    # comes back after its backoff
+    assert _outcomes(emitted) == [(True, 1), (False, 1), (True, 1)]
+    assert second_calls == [emitted[0].id, emitted[2].id]
+    assert sorted(r.event_id for r in _delivered_lines(caplog, "test.batch_one_fails")) == second_calls
+    failed = OutboxEvent.objects.get(id=bad)
+    assert failed.last_error == "ValueError: no such merchant" and failed.leased_until is None
+    assert failed.available_at > timezone.now() + timedelta(seconds=3)
+    (warning,) = [r for r in caplog.records if r.getMessage() == "event delivery failed; will retry"]
+    assert warning.event_id == bad and warning.exc_info is not None
+    # when: its backoff has passed
+    _backoff_passes(emitted)
+    worker.run_once()
+    # then: only it is delivered again
+    assert _outcomes(emitted) == [(True, 1), (True, 2), (True, 1)]
+    assert first_calls == [*(e.id for e in emitted), bad]
+    assert second_calls == [emitted[0].id, emitted[2].id, bad]
+
+
+@pytest.mark.django_db
+def test_a_batched_handler_that_raises_is_run_again_one_event_at_a_time(handlers):
+    # given: a handler of lists that fails whenever the bad event is among them
+    emitted = _emit("test.batch_many_raises", n=3)
+    bad = emitted[1].id
+    calls: list[list[int]] = []
+    after: list[list[int]] = []
+
+    def many(batch: list[OutboxEvent]) -> None:
+        calls.append([e.id for e in batch])
+        if bad in calls[-1]:
+            raise ValueError("bad payload")
+
+    handlers("test.batch_many_raises", many=many)
+    handlers("test.batch_many_raises", many=lambda batch: after.append([e.id for e in batch]))
+    # when
+    Worker(jobs=[]).run_once()
+    # then: the batch, then each event alone to find the one that fails
+    ids = [e.id for e in emitted]
+    assert calls == [ids, [ids[0]], [ids[1]], [ids[2]]]
+    assert after == [[ids[0], ids[2]]]
+    assert _outcomes(emitted) == [(True, 1), (False, 1), (True, 1)]
+    assert OutboxEvent.objects.get(id=bad).last_error == "ValueError: bad payload"
+
+
+@pytest.mark.django_db
+def test_a_batched_handler_names_the_events_it_failed_and_the_others_are_delivered(handlers):
+    # given
+    emitted = _emit("test.batch_events_failed", n=3)
+    bad = emitted[2].id
+    calls: list[list[int]] = []
+
+    def many(batch: list[OutboxEvent]) -> None:
+        calls.append([e.id for e in batch])
+        if len(calls) == 1:
+            raise events.EventsFailed({bad: ConnectionError("mail server went away")})
+
+    handlers("test.batch_events_failed", many=many)
+    worker = Worker(jobs=[])
+    # when
+    worker.run_once()
+    # then: not run again for the others
+    assert calls == [[e.id for e in emitted]]
+    assert _outcomes(emitted) == [(True, 1), (True, 1), (False, 1)]
+    assert OutboxEvent.objects.get(id=bad).last_error == "ConnectionError: mail server went away"
+    # and the retry is for it alone
+    _backoff_passes(emitted)
+    worker.run_once()
+    assert calls == [[e.id for e in emitted], [bad]]
+    assert _outcomes(emitted) == [(True, 1), (True, 1), (True, 2)]
+
+
+@pytest.mark.django_db
+def test_a_database_failure_during_a_batch_marks_none_of_it(handlers):
+    # given: the database fails while the second event is handled
+    emitted = _emit("test.batch_db_down", n=3)
+
+    def handler(event: OutboxEvent) -> None:
+        if event.id == emitted[1].id:
+            raise OperationalError("server closed the connection unexpectedly")
+
+    handlers("test.batch_db_down", handler)
+    worker = Worker(jobs=[])
+    # when / then: the worker's loop sees it (and backs off)
+    with pytest.raises(OperationalError):
+        worker.deliver_batch()
+    # nothing was marked: all of them stay leased, and come back once the lease runs out
+    rows = list(OutboxEvent.objects.filter(id__in=[e.id for e in emitted]))
+    assert all(e.delivered_at is None and e.leased_until is not None and e.last_error == "" for e in rows)
+    assert worker.deliver_batch() == 0
+
+
+@pytest.mark.django_db
+def test_a_crashed_workers_batch_is_taken_over_after_its_lease_and_its_late_finish_changes_nothing(handlers):
+    # given: worker A claimed a batch, handled it, and stalled before marking it delivered
+    emitted = _emit("test.batch_takeover", n=3)
+    seen: list[int] = []
+    handlers("test.batch_takeover", many=lambda batch: seen.extend(e.id for e in batch))
+    stalled = Worker(jobs=[])
+    claimed = outbox_claim(limit=10, lease_seconds=60)
+    assert stalled.deliver(claimed).failed == {}
+    worker = Worker(jobs=[])
+    worker.run_once()
+    assert _outcomes(emitted) == [(False, 1)] * 3
+    # when: the lease runs out, another worker delivers the batch (again: at least once)
+    OutboxEvent.objects.filter(id__in=[e.id for e in emitted]).update(
+        leased_until=timezone.now() - timedelta(seconds=1)
+    )
+    worker.run_once()
+    # then
+    assert _outcomes(emitted) == [(True, 2)] * 3
+    assert seen == [e.id for e in emitted] * 2
+    # and the stalled worker finishing late marks nothing
+    assert outbox_mark_delivered(event_ids=[e.id for e in claimed]) == 0
+
+
+@pytest.mark.django_db
+def test_events_of_different_kinds_in_a_batch_each_get_their_own_handlers(handlers):
+    # given
+    with transaction.atomic():
+        a1 = outbox_emit(type="test.kind_a", payload={})
+        b1 = outbox_emit(type="test.kind_b", payload={})
+        a2 = outbox_emit(type="test.kind_a", payload={})
+    calls: list[tuple[str, list[int]]] = []
+    handlers("test.kind_a", many=lambda batch: calls.append(("a", [e.id for e in batch])))
+    handlers("test.kind_b", many=lambda batch: calls.append(("b", [e.id for e in batch])))
+    # when
+    Worker(jobs=[]).run_once()
+    # then
+    assert calls == [("a", [a1.id, a2.id]), ("b", [b1.id])]
+    assert _outcomes([a1, b1, a2]) == [(True, 1)] * 3
+
+
+def test_a_handler_is_given_one_way():
+    with pytest.raises(ValueError):
+        events.handler_register(event_type="test.neither")
+    with pytest.raises(ValueError):
+        events.handler_register(event_type="test.both", handler=print, many=print)
 
 
 @pytest.mark.django_db
