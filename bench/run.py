@@ -202,7 +202,7 @@ class Knobs:
         default_output = data_dir / "results.json" if smoke else ROOT / "docs" / "bench" / "results.json"
         output = Path(env.get("BENCH_OUTPUT") or default_output).resolve()
         web_concurrency = _whole(env, "WEB_CONCURRENCY", 2)
-        web_threads = _whole(env, "WEB_THREADS", 8)
+        web_threads = _whole(env, "WEB_THREADS", 32)
         return cls(
             smoke=smoke,
             duration=_whole(env, "BENCH_DURATION", 3 if smoke else 20),

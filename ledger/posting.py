@@ -5,10 +5,10 @@ amount; credits positive). `transactions_post` takes a batch of commands and, in
 caller's database transaction, locks every account they touch (ascending id, see
 `accounts_lock`), then evaluates the commands in order against the locked balances. Each
 command succeeds or fails on its own: a refused command (`Rejected`, with the ApiError that
-refused it) leaves no trace and does not stop the others. The accepted ones are written with
-one INSERT of transactions, one INSERT of entries (so each transaction's legs arrive in one
-statement, as the database's balance trigger requires) and one UPDATE of balances, by
-increment. Balances are never written back from Python memory.
+refused it) leaves no trace and does not stop the others. The accepted ones are written in
+one statement: an INSERT of transactions, an INSERT of entries (so each transaction's legs
+arrive in one statement, as the database's balance trigger requires) and an UPDATE of
+balances, by increment. Balances are never written back from Python memory.
 
 Callers own the database transaction (`transaction.atomic(durable=True)`) so that what they
 record beside the money (idempotency keys, outbox events, payment attempt states) commits or
@@ -170,20 +170,60 @@ def transactions_post(
     return results
 
 
+# The whole write of a batch in one statement: its transactions, every leg (one INSERT, so
+# the balance trigger sees each transaction's legs together) and the balances, by increment.
+# Entry ids are drawn in leg order (ORDER BY n), so sorted they match the legs. Every row of
+# the batch has the statement's timestamp, the created_at the models' db_default gives.
+_WRITE_SQL = """
+WITH t AS (
+    INSERT INTO ledger_transaction (id, type, note, reference, created_at)
+    SELECT u.id, u.type, u.note, u.reference, statement_timestamp()
+      FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[]) AS u(id, type, note, reference)
+), e AS (
+    INSERT INTO ledger_entry (transaction_id, account_id, amount, balance_after, type, created_at)
+    SELECT u.transaction_id, u.account_id, u.amount, u.balance_after, u.type, statement_timestamp()
+      FROM unnest(%s::uuid[], %s::bigint[], %s::bigint[], %s::bigint[], %s::text[])
+           WITH ORDINALITY AS u(transaction_id, account_id, amount, balance_after, type, n)
+     ORDER BY u.n
+    RETURNING id
+), b AS (
+    UPDATE ledger_account AS a SET balance = a.balance + d.delta
+      FROM unnest(%s::bigint[], %s::bigint[]) AS d(id, delta)
+     WHERE a.id = d.id
+)
+SELECT statement_timestamp(), ARRAY(SELECT id FROM e ORDER BY id)
+"""
+
+
 def _write(to_write: list[tuple[PostingCommand, Transaction, list[Entry]]], deltas: Mapping[int, int]) -> None:
-    Transaction.objects.bulk_create([txn for _, txn, _ in to_write])
-    # One INSERT for every leg of the batch: the balance trigger checks each transaction's
-    # legs per statement.
-    Entry.objects.bulk_create([entry for _, _, entries in to_write for entry in entries], batch_size=None)
+    transactions = [txn for _, txn, _ in to_write]
+    entries = [entry for _, _, legs in to_write for entry in legs]
     changed = sorted((account_id, delta) for account_id, delta in deltas.items() if delta)
-    if changed:
-        ids, amounts = zip(*changed, strict=True)
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "UPDATE ledger_account AS a SET balance = a.balance + d.delta "
-                "FROM unnest(%s::bigint[], %s::bigint[]) AS d(id, delta) WHERE a.id = d.id",
-                [list(ids), list(amounts)],
-            )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _WRITE_SQL,
+            [
+                [txn.id for txn in transactions],
+                [txn.type for txn in transactions],
+                [txn.note for txn in transactions],
+                [txn.reference for txn in transactions],
+                [entry.transaction_id for entry in entries],
+                [entry.account_id for entry in entries],
+                [entry.amount for entry in entries],
+                [entry.balance_after for entry in entries],
+                [entry.type for entry in entries],
+                [account_id for account_id, _ in changed],
+                [delta for _, delta in changed],
+            ],
+        )
+        created_at, entry_ids = cursor.fetchone()
+    # The objects as saved rows: what the database stored, no longer to be inserted.
+    for txn in transactions:
+        txn.created_at = created_at
+        txn._state.adding, txn._state.db = False, connection.alias
+    for entry, entry_id in zip(entries, entry_ids, strict=True):
+        entry.id, entry.created_at = entry_id, created_at
+        entry._state.adding, entry._state.db = False, connection.alias
     for command, _, _ in to_write:
         metrics.LEDGER_TRANSACTIONS.labels(command.type).inc()
         metrics.LEDGER_MOVED.labels(command.type).inc(sum(leg.amount for leg in command.legs if leg.amount > 0))

@@ -165,15 +165,20 @@ def idempotency_outcome(*, request: IdempotentRequest, row: IdempotencyKey) -> O
 
 def idempotency_record_many(*, answered: Sequence[tuple[IdempotentRequest, Outcome]]) -> None:
     """Store the answers of requests that reached their money operation, in one INSERT."""
-    IdempotencyKey.objects.bulk_create(
-        [
-            IdempotencyKey(
-                user_id=request.user_id,
-                key=request.key,
-                request_hash=request.fingerprint,
-                response_status=outcome.status,
-                response_body=outcome.body,
-            )
-            for request, outcome in answered
-        ]
-    )
+    if not answered:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO wallets_idempotencykey"
+            " (user_id, key, request_hash, response_status, response_body, created_at)"
+            " SELECT u.user_id, u.key, u.hash, u.status, u.body::jsonb, statement_timestamp()"
+            " FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::int[], %s::text[])"
+            " AS u(user_id, key, hash, status, body)",
+            [
+                [request.user_id for request, _ in answered],
+                [request.key for request, _ in answered],
+                [request.fingerprint for request, _ in answered],
+                [outcome.status for _, outcome in answered],
+                [json.dumps(outcome.body) for _, outcome in answered],
+            ],
+        )

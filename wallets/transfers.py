@@ -24,7 +24,8 @@ from django.utils import timezone
 from accounts.models import Pin, Tier, TokenFamily
 from accounts.pin import PIN_STATE_FIELDS, pin_evaluate
 from ledger.batcher import Batcher
-from ledger.models import Account, OutboxEvent
+from ledger.models import Account
+from ledger.outbox import outbox_emit_many
 from ledger.posting import Leg, Posted, PostingCommand, accounts_lock, transaction_post, transactions_post
 from wallets.history import history_item
 from wallets.idempotency import (
@@ -260,12 +261,12 @@ def transfers_execute(requests: Sequence[TransferRequest]) -> list[TransferAnswe
                     201, transfer_response(posted=result, sender=sender, recipient=recipient), replayed=False
                 )
                 payload = _event_payload(posted=result, sender=sender, recipient=recipient, amount=requests[i].amount)
-                events.append(OutboxEvent(type="transfer.posted", payload=payload))
+                events.append(("transfer.posted", payload))
             else:
                 answers[i] = _refused(result.error)
         if events:
             # The outbox rows commit with the money (ledger.outbox), one INSERT for the batch.
-            OutboxEvent.objects.bulk_create(events)
+            outbox_emit_many(events=events)
 
     if changed_pins:
         Pin.objects.bulk_update(list(changed_pins.values()), PIN_STATE_FIELDS)

@@ -89,7 +89,7 @@ def test_defaults_for_development(dev_env):
     cfg = config.load(dev_env)
     # then
     assert (cfg.env, cfg.debug, cfg.host, cfg.port) == ("development", False, "127.0.0.1", 8000)
-    assert (cfg.web_concurrency, cfg.web_threads) == (2, 8)
+    assert (cfg.web_concurrency, cfg.web_threads) == (2, 32)
     assert cfg.database.embedded is True
     assert cfg.redis_url is None
     assert cfg.gateway_sandbox is True
