@@ -66,20 +66,23 @@ WITH clock AS (
         LIMIT 1
     )
 )
-SELECT
-    a.id,
-    coalesce(sum(-e.amount) FILTER (WHERE e.created_at >= clock.day_start), 0) AS today,
-    coalesce(sum(-e.amount), 0) AS this_month
+SELECT a.id, o.today, o.this_month
 FROM unnest(%(account_ids)s::bigint[]) AS a(id)
 CROSS JOIN clock
 CROSS JOIN bound
-LEFT JOIN ledger_entry AS e
-  ON e.account_id = a.id
-  AND e.id > bound.id
-  AND e.created_at >= clock.month_start
-  AND e.amount < 0
-  AND e.type = ANY(%(types)s)
-GROUP BY a.id
+-- LATERAL with an aggregate: one index range scan of (account_id, id) per account, never a
+-- join over the whole entries table, whatever the planner guesses about the array.
+CROSS JOIN LATERAL (
+    SELECT
+        coalesce(sum(-e.amount) FILTER (WHERE e.created_at >= clock.day_start), 0) AS today,
+        coalesce(sum(-e.amount), 0) AS this_month
+    FROM ledger_entry AS e
+    WHERE e.account_id = a.id
+      AND e.id > bound.id
+      AND e.created_at >= clock.month_start
+      AND e.amount < 0
+      AND e.type = ANY(%(types)s)
+) AS o
 """
 
 
