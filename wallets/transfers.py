@@ -1,15 +1,12 @@
 """P2P transfers between wallets.
 
-Two entry points share the rules:
-
-- `transfer_create` moves money inside the caller's transaction (money_response's path: the
-  idempotency record, the PIN check and the outbox event are the caller's or its own).
-- `transfers_execute` is a whole request, many at a time: the transfer route's batch under
-  group commit (ledger.batcher, `TRANSFERS`). In one database transaction it does, for every
-  request of the batch, what money_response and transfer_create do for one, in the same order
-  and with the same answers: the Idempotency-Key lock and replay, the login check, the PIN,
-  the recipient, then the posting with its checks; and it stores each answer with its key.
-  The database work is a fixed number of statements per batch, whatever its size.
+`transfers_execute` answers whole transfer requests, many at a time: the transfer route's
+batch under group commit (ledger.batcher, `TRANSFERS`). In one database transaction it does,
+for every request of the batch, what money_response does for one request of the other money
+routes, in the same order and with the same answers: the Idempotency-Key lock and replay, the
+login check, the PIN, the recipient, then the posting with its checks; and it stores each
+answer with its key. The database work is a fixed number of statements per batch, whatever
+its size.
 """
 
 from __future__ import annotations
@@ -26,7 +23,7 @@ from accounts.pin import PIN_STATE_FIELDS, pin_evaluate
 from ledger.batcher import Batcher
 from ledger.models import Account
 from ledger.outbox import outbox_emit_many
-from ledger.posting import Leg, Posted, PostingCommand, accounts_lock, transaction_post, transactions_post
+from ledger.posting import Leg, Posted, PostingCommand, accounts_lock, transactions_post
 from wallets.history import history_item
 from wallets.idempotency import (
     IdempotentRequest,
@@ -38,7 +35,7 @@ from wallets.idempotency import (
 )
 from wallets.limits import Outgoing, balance_ceiling_check, outgoing_limits_check, outgoing_totals_many
 from wallets.models import Wallet
-from wallets.services import wallet_not_found, wallet_ref_parse, wallet_resolve
+from wallets.services import wallet_not_found, wallet_ref_parse
 from walletsite.errors import (
     ApiError,
     Forbidden,
@@ -69,18 +66,17 @@ def _transfer_command(
     recipient: Wallet,
     amount: int,
     note: str,
-    statuses: Mapping | None = None,
-    tiers: Mapping[uuid.UUID, Tier] | None = None,
-    sent: Outgoing | None = None,
+    statuses: Mapping,
+    tiers: Mapping[uuid.UUID, Tier],
+    sent: Outgoing,
 ) -> PostingCommand:
-    """The posting of one transfer, with the checks run under the accounts' locks."""
+    """The posting of one transfer, with the checks run under the accounts' locks against
+    what the batch read under them (statuses, tiers, the sender's outgoing totals)."""
 
     def check(accounts: Mapping[int, Account]) -> None:
         wallets_must_be_active(sender.id, recipient.id, statuses=statuses)
-        tier = (tiers or {}).get(sender.user_id)
-        outgoing_limits_check(wallet=sender, amount=amount, accounts=accounts, tier=tier, sent=sent)
-        tier = (tiers or {}).get(recipient.user_id)
-        balance_ceiling_check(wallet=recipient, amount=amount, accounts=accounts, tier=tier)
+        outgoing_limits_check(wallet=sender, amount=amount, accounts=accounts, tier=tiers[sender.user_id], sent=sent)
+        balance_ceiling_check(wallet=recipient, amount=amount, accounts=accounts, tier=tiers[recipient.user_id])
 
     return PostingCommand(
         type="transfer",
@@ -100,21 +96,6 @@ def _event_payload(*, posted: Posted, sender: Wallet, recipient: Wallet, amount:
         "amount": amount,
         "currency": sender.currency,
     }
-
-
-def transfer_create(*, sender: Wallet, to: str, amount: int, note: str = "") -> tuple[Posted, Wallet]:
-    """Move `amount` from the sender's wallet to the wallet `to` (handle or id). Runs inside
-    the caller's database transaction (the idempotency record commits with it)."""
-    from ledger.outbox import outbox_emit
-
-    recipient = wallet_resolve(ref=to)
-    if recipient.id == sender.id:
-        raise SameWallet("A wallet cannot send money to itself")
-    posted = transaction_post(command=_transfer_command(sender=sender, recipient=recipient, amount=amount, note=note))
-    outbox_emit(
-        type="transfer.posted", payload=_event_payload(posted=posted, sender=sender, recipient=recipient, amount=amount)
-    )
-    return posted, recipient
 
 
 def transfer_response(*, posted: Posted, sender: Wallet, recipient: Wallet) -> dict:

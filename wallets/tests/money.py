@@ -27,6 +27,17 @@ def balance_of(wallet: Wallet) -> int:
     return wallet.account.balance
 
 
+def transfer_between(sender: Wallet, recipient: Wallet, amount: int) -> dict:
+    """A transfer the way clients make one (the API, a new login of the sender); its 201 body."""
+    from rest_framework.test import APIClient
+
+    from wallets.tests.factories import auth_header
+
+    response = transfer(APIClient(), auth_header(sender.user), to=recipient.handle, amount=amount)
+    assert response.status_code == 201, response.json()
+    return response.json()
+
+
 def transfer(client, headers: dict, *, to: str, amount, pin: str = DEFAULT_PIN, key: str | None = None, **extra):
     body = {"to": to, "amount": amount, "pin": pin, **extra}
     key_header = {} if key == "" else {"HTTP_IDEMPOTENCY_KEY": key or uuid.uuid4().hex}

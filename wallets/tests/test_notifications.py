@@ -17,7 +17,6 @@ from django.utils import timezone
 
 from ledger.models import OutboxEvent
 from ledger.outbox import outbox_emit
-from ledger.posting import atomic
 from ledger.tests.invariants import assert_ledger_consistent
 from wallets.models import EmailNotification, WebhookDelivery
 from wallets.notifications import (
@@ -27,8 +26,7 @@ from wallets.notifications import (
     webhook_endpoint_create,
 )
 from wallets.tests.factories import register_user
-from wallets.tests.money import fund
-from wallets.transfers import transfer_create
+from wallets.tests.money import fund, transfer_between
 from wallets.worker import Worker
 
 
@@ -91,8 +89,7 @@ def _pair():
 
 
 def _transfer_event(sender, recipient, amount: int) -> OutboxEvent:
-    with atomic():
-        transfer_create(sender=sender, to=recipient.handle, amount=amount)
+    transfer_between(sender, recipient, amount)
     return OutboxEvent.objects.filter(type="transfer.posted").latest("id")
 
 
@@ -229,8 +226,7 @@ def _trio():
 
 def _transfers(parties, pairs: list[tuple[int, int]]) -> list[OutboxEvent]:
     for sender, recipient in pairs:
-        with atomic():
-            transfer_create(sender=parties[sender][1], to=parties[recipient][1].handle, amount=100 + sender)
+        transfer_between(parties[sender][1], parties[recipient][1], 100 + sender)
     return list(OutboxEvent.objects.filter(type="transfer.posted").order_by("-id")[: len(pairs)])[::-1]
 
 

@@ -23,7 +23,6 @@ from django.utils import timezone
 from accounts.services import staff_create
 from ledger.models import AuditLog, OutboxEvent
 from ledger.outbox import outbox_emit
-from ledger.posting import atomic
 from ledger.tests.invariants import assert_ledger_consistent
 from wallets import notifications
 from wallets.gateway import webhook_deliver
@@ -39,8 +38,7 @@ from wallets.notifications import (
 )
 from wallets.tests import webhook_receiver as rx
 from wallets.tests.factories import register_user
-from wallets.tests.money import fund
-from wallets.transfers import transfer_create
+from wallets.tests.money import fund, transfer_between
 from wallets.worker import PeriodicJob, Worker, job_deliver_webhooks
 
 ROOT = django_settings.BASE_DIR
@@ -82,8 +80,7 @@ def _customer(amount: int = 100_000) -> Wallet:
 
 
 def _transfer(sender: Wallet, recipient: Wallet, amount: int) -> None:
-    with atomic():
-        transfer_create(sender=sender, to=recipient.handle, amount=amount)
+    transfer_between(sender, recipient, amount)
 
 
 def _payment_received(customer: Wallet, merchant: Wallet, amount: int) -> OutboxEvent:
