@@ -76,10 +76,8 @@ def request_fingerprint(*, method: str, route: str, body: dict) -> str:
 
 
 def _stored(*, request: IdempotentRequest) -> Outcome | None:
-    row = IdempotencyKey.objects.filter(user_id=request.user_id, key=request.key).first()
-    if row is None:
-        return None
-    return idempotency_outcome(request=request, row=row)
+    row = idempotency_stored_many(requests=[request]).get((request.user_id, request.key))
+    return None if row is None else idempotency_outcome(request=request, row=row)
 
 
 def idempotent_replay(*, request: IdempotentRequest) -> Outcome | None:
@@ -114,14 +112,9 @@ def idempotent_execute(*, request: IdempotentRequest, operation: Callable[[], tu
                     status, body = operation()
             except ApiError as refusal:
                 status, body = refusal.status, problem(refusal.code, refusal.detail, **refusal.extra)
-            IdempotencyKey.objects.create(
-                user_id=request.user_id,
-                key=request.key,
-                request_hash=request.fingerprint,
-                response_status=status,
-                response_body=body,
-            )
-            return Outcome(status, body, replayed=False)
+            outcome = Outcome(status, body, replayed=False)
+            idempotency_record_many(answered=[(request, outcome)])
+            return outcome
 
     return with_retries(attempt)
 
