@@ -10,9 +10,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from django.db import DataError, connection, connections
+from django.db import DataError, connection
 
 from ledger.batcher import Batcher, CommitOutcomeUnknown
+from ledger.tests.faults import backend_killer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -72,11 +73,14 @@ def _submit_all(batcher: Batcher, recorder: Recorder, commands: list[tuple[int, 
     with ThreadPoolExecutor(max_workers=len(commands) + 1) as pool:
         first = pool.submit(submit, (1000, "first"))
         assert recorder.entered.wait(30)
-        futures = [pool.submit(submit, command) for command in commands]
-        deadline = time.monotonic() + 30
-        while len(batcher._queue) < len(commands):
-            assert time.monotonic() < deadline, "the commands did not queue"
-            time.sleep(0.005)
+        futures = []
+        for command in commands:
+            # One at a time, so that they queue in the order given.
+            futures.append(pool.submit(submit, command))
+            deadline = time.monotonic() + 30
+            while len(batcher._queue) < len(futures):
+                assert time.monotonic() < deadline, "the commands did not queue"
+                time.sleep(0.002)
         recorder.release.set()
         return [f.result(timeout=60) for f in futures] + [first.result(timeout=60)]
 
@@ -127,23 +131,8 @@ def test_a_lost_commit_is_never_run_again_and_the_batcher_recovers(probe):
     # given: a batcher whose connection is killed after its batch's work, before COMMIT
     recorder = Recorder(hold_first=False)
     batcher = Batcher(name="test", execute=recorder, conflict_key=lambda c: c[1])
-    killed = []
 
-    def kill_own_backend():
-        if killed:
-            return
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_backend_pid()")
-            (pid,) = cursor.fetchone()
-        other = connections.create_connection("default")
-        try:
-            with other.cursor() as cursor:
-                cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
-        finally:
-            other.close()
-        killed.append(pid)
-
-    batcher.before_commit = kill_own_backend
+    batcher.before_commit = backend_killer()
     # when
     with pytest.raises(CommitOutcomeUnknown):
         batcher.submit((7, "a"))

@@ -11,13 +11,14 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from django.db import connection, connections
+from django.db import connection
 from rest_framework.test import APIClient
 
 from accounts.models import Pin, Tier
 from accounts.tiers import user_tier_change
 from accounts.tokens import session_logout
 from ledger.models import Entry, OutboxEvent
+from ledger.tests.faults import backend_killer
 from ledger.tests.invariants import assert_ledger_consistent
 from wallets.models import IdempotencyKey
 from wallets.tests.factories import auth_header, register_user
@@ -27,12 +28,18 @@ from wallets.transfers import TRANSFERS
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+def _funded(amount: int = 1_000):
+    """A registered user with `amount` in their wallet: (user, wallet, bearer header)."""
+    user, wallet = register_user()
+    fund(wallet, amount)
+    return user, wallet, auth_header(user)
+
+
 @pytest.fixture
 def holder():
     """A funded wallet whose transfer holds the batcher (see _as_one_batch)."""
-    user, wallet = register_user()
-    fund(wallet, 1_000)
-    return auth_header(user), register_user()[1]
+    _, _, auth = _funded()
+    return auth, register_user()[1]
 
 
 # The sizes of the batches _as_one_batch saw, the holder's first.
@@ -41,7 +48,7 @@ BATCHES: list[int] = []
 
 def _as_one_batch(monkeypatch, holder, calls: list) -> list:
     """Send the holder's transfer and hold its batch just before COMMIT; send `calls`
-    (functions making one request each) meanwhile, so they queue behind it; release. The
+    (functions making one request each) meanwhile, so they queue behind it in that order; release. The
     queued requests then run as the next batch(es). Returns their responses in order."""
     entered, release = threading.Event(), threading.Event()
 
@@ -70,11 +77,14 @@ def _as_one_batch(monkeypatch, holder, calls: list) -> list:
     with ThreadPoolExecutor(max_workers=len(calls) + 1) as pool:
         first = pool.submit(run, lambda: transfer(APIClient(), h_auth, to=h_to.handle, amount=1))
         assert entered.wait(30)
-        futures = [pool.submit(run, call) for call in calls]
-        deadline = time.monotonic() + 30
-        while len(TRANSFERS._queue) < len(calls):
-            assert time.monotonic() < deadline, "the requests did not queue"
-            time.sleep(0.005)
+        futures = []
+        for call in calls:
+            # One at a time, so that they queue in the order given.
+            futures.append(pool.submit(run, call))
+            deadline = time.monotonic() + 30
+            while len(TRANSFERS._queue) < len(futures):
+                assert time.monotonic() < deadline, "the requests did not queue"
+                time.sleep(0.002)
         release.set()
         assert first.result(timeout=60).status_code == 201
         return [f.result(timeout=60) for f in futures]
@@ -84,9 +94,8 @@ def test_one_batch_many_senders_one_short_of_money(monkeypatch, holder):
     # given: six senders, the fourth holding less than it sends
     senders = []
     for i in range(6):
-        user, wallet = register_user()
-        fund(wallet, 50 if i == 3 else 1_000)
-        senders.append((auth_header(user), wallet))
+        _, wallet, auth = _funded(50 if i == 3 else 1_000)
+        senders.append((auth, wallet))
     recipient = register_user()[1]
     # when
     responses = _as_one_batch(
@@ -110,9 +119,7 @@ def test_everyone_paying_one_wallet_in_one_batch(monkeypatch, holder):
     # given: twenty senders and one merchant
     senders = []
     for _ in range(20):
-        user, wallet = register_user()
-        fund(wallet, 1_000)
-        senders.append(auth_header(user))
+        senders.append(_funded()[2])
     _, merchant = register_user(role="merchant")
     # when
     responses = _as_one_batch(
@@ -152,9 +159,7 @@ def test_the_balance_ceiling_counts_earlier_credits_of_the_same_batch(monkeypatc
     fund(receiver, 4_700)
     senders = []
     for _ in range(3):
-        user, wallet = register_user()
-        fund(wallet, 1_000)
-        senders.append(auth_header(user))
+        senders.append(_funded()[2])
     # when: all three in one batch
     responses = _as_one_batch(
         monkeypatch,
@@ -171,9 +176,7 @@ def test_the_balance_ceiling_counts_earlier_credits_of_the_same_batch(monkeypatc
 
 def test_one_sender_twice_never_shares_a_batch_and_a_repeated_key_replays(monkeypatch, holder):
     # given: a sender with 1,000 sending 700 three times: twice with one key, once with another
-    user, wallet = register_user()
-    fund(wallet, 1_000)
-    auth = auth_header(user)
+    _, wallet, auth = _funded()
     recipient = register_user()[1]
     key = uuid.uuid4().hex
     # when: all three queued together
@@ -200,11 +203,8 @@ def test_one_sender_twice_never_shares_a_batch_and_a_repeated_key_replays(monkey
 
 def test_a_wrong_pin_in_a_batch_counts_and_is_not_stored(monkeypatch, holder):
     # given
-    user, wallet = register_user()
-    fund(wallet, 1_000)
-    auth = auth_header(user)
-    other_user, other = register_user()
-    fund(other, 1_000)
+    user, wallet, auth = _funded()
+    _, _, other_auth = _funded()
     recipient = register_user()[1]
     key = uuid.uuid4().hex
     # when: a wrong PIN beside a good transfer, in one batch
@@ -213,7 +213,7 @@ def test_a_wrong_pin_in_a_batch_counts_and_is_not_stored(monkeypatch, holder):
         holder,
         [
             lambda: transfer(APIClient(), auth, to=recipient.handle, amount=100, pin="9999", key=key),
-            lambda: transfer(APIClient(), auth_header(other_user), to=recipient.handle, amount=100),
+            lambda: transfer(APIClient(), other_auth, to=recipient.handle, amount=100),
         ],
     )
     # then: the wrong PIN counted (committed with the batch), the other transfer went through
@@ -231,9 +231,7 @@ def test_a_wrong_pin_in_a_batch_counts_and_is_not_stored(monkeypatch, holder):
 
 def test_an_ended_login_in_a_batch_answers_401_and_leaves_no_trace(monkeypatch, holder):
     # given: a token whose login has ended
-    user, wallet = register_user()
-    fund(wallet, 1_000)
-    auth = auth_header(user)
+    user, wallet, auth = _funded()
     token = auth["HTTP_AUTHORIZATION"].split()[1]
     from rest_framework_simplejwt.tokens import AccessToken
 
@@ -252,27 +250,10 @@ def test_an_ended_login_in_a_batch_answers_401_and_leaves_no_trace(monkeypatch, 
 
 def test_a_lost_commit_answers_503_and_the_retry_moves_the_money_once(monkeypatch):
     # given: the batcher's connection dies after the batch's work, just before its COMMIT
-    user, wallet = register_user()
-    fund(wallet, 1_000)
-    auth = auth_header(user)
+    _, wallet, auth = _funded()
     recipient = register_user()[1]
-    killed = []
 
-    def kill_own_backend():
-        if killed:
-            return
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_backend_pid()")
-            (pid,) = cursor.fetchone()
-        other = connections.create_connection("default")
-        try:
-            with other.cursor() as cursor:
-                cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
-        finally:
-            other.close()
-        killed.append(pid)
-
-    monkeypatch.setattr(TRANSFERS, "before_commit", kill_own_backend)
+    monkeypatch.setattr(TRANSFERS, "before_commit", backend_killer())
     key = uuid.uuid4().hex
     # when
     lost = transfer(APIClient(), auth, to=recipient.handle, amount=300, key=key)
@@ -291,9 +272,8 @@ def test_hammering_one_merchant_from_many_threads_with_retries():
     # given: 40 senders with 500 each, all paying one merchant, every request sent twice
     senders = []
     for _ in range(40):
-        user, wallet = register_user()
-        fund(wallet, 500)
-        senders.append((auth_header(user), wallet))
+        _, wallet, auth = _funded(500)
+        senders.append((auth, wallet))
     _, merchant = register_user(role="merchant")
 
     def pay(i):
