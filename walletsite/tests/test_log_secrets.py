@@ -127,8 +127,8 @@ WRONG_PIN = "482915"
 ACCOUNT_NUMBER = "703591468230"
 
 
-class RecordingClient(APIClient):
-    """An API client that keeps every response it got."""
+class Recording:
+    """A test client that keeps every response it got."""
 
     def __init__(self, responses: list, **kwargs):
         super().__init__(**kwargs)
@@ -138,6 +138,14 @@ class RecordingClient(APIClient):
         response = super().request(**kwargs)
         self.responses.append(response)
         return response
+
+
+class RecordingClient(Recording, APIClient):
+    """The API client, keeping every response."""
+
+
+class RecordingBrowser(Recording, Client):
+    """Django's test client (the admin's), keeping every response."""
 
 
 def _signed(body: dict, secret: str) -> tuple[bytes, str]:
@@ -318,19 +326,6 @@ def _every_flow(api: APIClient, admin_client, live_url: str) -> dict:
         assert admin_client.get(page).status_code == 200, page
     api.post("/api/v1/auth/logout", {}, format="json", **auth)
     return issued
-
-
-class RecordingBrowser(Client):
-    """Django's test client (the admin's), keeping every response."""
-
-    def __init__(self, responses: list, **kwargs):
-        super().__init__(**kwargs)
-        self.responses = responses
-
-    def request(self, **kwargs):
-        response = super().request(**kwargs)
-        self.responses.append(response)
-        return response
 
 
 def _issued_by(response) -> set[str]:
