@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
+from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.decorators import action
@@ -44,6 +46,42 @@ class TransferIn(StrictSerializer):
     amount = AmountField(help_text="Minor units: a positive integer")
     pin = PinField(write_only=True)
     note = StringField(max_length=280, required=False, allow_blank=True, default="")
+
+
+def _clean_string(value, *, max_length: int, allow_blank: bool) -> str | None:
+    """What StringField(trim_whitespace, the null and surrogate validators) makes of a valid
+    value, or None when the field would refuse it."""
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    if not value:
+        return "" if allow_blank else None
+    if len(value) > max_length or "\x00" in value or any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+        return None
+    return value
+
+
+_PIN = re.compile(r"[0-9]{4,6}")
+_TRANSFER_FIELDS = frozenset(TransferIn._declared_fields)
+
+
+def transfer_body(data) -> dict | None:
+    """The validated transfer body TransferIn would give, computed directly, for a body
+    TransferIn accepts; None for any other, which TransferIn then refuses with its exact
+    answer. The transfer is the one hot write route, and DRF's serializer (a deep copy of
+    its fields per request) is about a sixth of its request-side work.
+    `test_transfer_body_agrees_with_the_serializer` holds the two to the same decisions."""
+    if type(data) is not dict or not {"to", "amount", "pin"} <= data.keys() <= _TRANSFER_FIELDS:
+        return None
+    amount = data["amount"]
+    if type(amount) is not int or not 0 < amount <= settings.WALLET["MAX_TRANSACTION_AMOUNT"]:
+        return None
+    to = _clean_string(data["to"], max_length=64, allow_blank=False)
+    pin = _clean_string(data["pin"], max_length=2**31, allow_blank=False)
+    note = _clean_string(data.get("note", ""), max_length=280, allow_blank=True)
+    if to is None or pin is None or note is None or not _PIN.fullmatch(pin):
+        return None
+    return {"to": to, "amount": amount, "pin": pin, "note": note}
 
 
 class TransferOut(serializers.Serializer):
@@ -172,9 +210,11 @@ class WalletViewSet(ApiViewSet):
         # Authenticated from the token's claims: the login, the wallet, the key, the PIN and
         # the money are all checked in the batch's one transaction (wallets.transfers).
         try:
-            body = TransferIn(data=request.data)
-            body.is_valid(raise_exception=True)
-            data = dict(body.validated_data)
+            data = transfer_body(request.data)
+            if data is None:
+                body = TransferIn(data=request.data)
+                body.is_valid(raise_exception=True)
+                data = dict(body.validated_data)
             pin = data.pop("pin")
             idem = idempotent_request(request, route="wallet.transfer", data=data)
         except Exception:
