@@ -31,13 +31,15 @@ def _counterparty() -> Subquery:
     )
 
 
-def account_entries_sql(*, account: str, before: bool, filters: HistoryFilter) -> str:
-    """SQL of up to %(limit)s entries of one account, newest first: columns id,
+def account_entries_sql(*, account: str, limit: int, before: bool, filters: HistoryFilter) -> str:
+    """SQL of up to `limit` entries of one account, newest first: columns id,
     transaction_id, type, amount, balance_after, created_at, note (the transaction's) and
     counterparty_account_id (the customer account on the other side, as `_counterparty`).
 
     `account` is an SQL expression for the account id (a parameter, or a column of an outer
-    query this is joined LATERAL to). Parameters: %(limit)s; %(before)s when `before` (only
+    query this is joined LATERAL to). The limit is part of the text, not a parameter: a
+    generic plan (wallets.history runs it prepared) would otherwise assume a tenth of the
+    account's rows and might hash-join whole tables. Parameters: %(before)s when `before` (only
     entries with a smaller id); %(types)s, %(created_from)s, %(created_to)s for the filters
     that are set.
 
@@ -66,7 +68,9 @@ def account_entries_sql(*, account: str, before: bool, filters: HistoryFilter) -
         conditions.append("e.created_at >= %(created_from)s")
     if filters.created_to is not None:
         conditions.append("e.created_at < %(created_to)s")
-    return _ENTRIES_PAGE_SQL.format(conditions=" AND ".join(conditions), customer=Account.Kind.CUSTOMER.value)
+    return _ENTRIES_PAGE_SQL.format(
+        conditions=" AND ".join(conditions), limit=int(limit), customer=Account.Kind.CUSTOMER.value
+    )
 
 
 _ENTRIES_PAGE_SQL = """
@@ -77,7 +81,7 @@ FROM (
     FROM ledger_entry e
     WHERE {conditions}
     ORDER BY e.account_id, e.id DESC
-    LIMIT %(limit)s
+    LIMIT {limit}
 ) page
 JOIN ledger_transaction t ON t.id = page.transaction_id
 LEFT JOIN LATERAL (

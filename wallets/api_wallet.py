@@ -123,6 +123,25 @@ class HistoryQuery(StrictSerializer):
         return attrs
 
 
+_LIMIT = re.compile(r"[1-9][0-9]?|100")
+_CURSOR = re.compile(r"[A-Za-z0-9_:.-]{1,512}")
+
+
+def history_query(params: dict) -> dict | None:
+    """HistoryQuery's validated data for the common query, `limit` and/or `cursor` and
+    nothing else, each in the form the service itself writes (a plain 1-100; a cursor's
+    characters, which signing never pads or spaces); None for anything else, which
+    HistoryQuery then decides with its exact answer. The serializer (a deep copy of its
+    fields per request) was a fifth of a page's own Python time.
+    `test_history_query_agrees_with_the_serializer_where_it_answers` holds them to it."""
+    if not params.keys() <= {"limit", "cursor"}:
+        return None
+    limit, cursor = params.get("limit", "20"), params.get("cursor")
+    if not _LIMIT.fullmatch(limit) or (cursor is not None and not _CURSOR.fullmatch(cursor)):
+        return None
+    return {"limit": int(limit)} if cursor is None else {"limit": int(limit), "cursor": cursor}
+
+
 HISTORY_PARAMETERS = [
     OpenApiParameter("limit", int, description="1-100, default 20"),
     OpenApiParameter("cursor", str, description="next_cursor of the previous page"),
@@ -141,9 +160,12 @@ def history_response(request) -> Response:
     refusal itself."""
     user = request.user
     try:
-        query = HistoryQuery(data=request.query_params.dict())
-        query.is_valid(raise_exception=True)
-        q = query.validated_data
+        params = request.query_params.dict()
+        q = history_query(params)
+        if q is None:
+            query = HistoryQuery(data=params)
+            query.is_valid(raise_exception=True)
+            q = query.validated_data
         page_of = {
             "limit": q["limit"],
             "cursor": q.get("cursor"),

@@ -27,11 +27,15 @@ its pending or reversed item, or once posted, the posted entry.
 from __future__ import annotations
 
 import uuid
+import weakref
 from dataclasses import dataclass
 from datetime import datetime
 
 from django.core import signing
 from django.db import connection
+from django.db.backends.postgresql.base import ServerBindingCursor
+from psycopg.pq import TransactionStatus
+from psycopg.types.numeric import Int8
 
 from ledger.models import Entry
 from ledger.selectors import HistoryFilter, account_entries_sql, transaction_entry_for_accounts
@@ -200,12 +204,12 @@ CROSS JOIN LATERAL (
     FROM wallets_withdrawal d
     WHERE {conditions}
     ORDER BY d.history_after_entry_id DESC, d.created_at DESC, d.id DESC
-    LIMIT %(limit)s
+    LIMIT {limit}
 ) wd
 """
 
 
-def _withdrawals_sql(*, after: Cursor | None, filters: HistoryFilter) -> str:
+def _withdrawals_sql(*, limit: int, after: Cursor | None, filters: HistoryFilter) -> str:
     """The withdrawals' part of a page; empty when the filters exclude withdrawals."""
     if (filters.types and "withdrawal" not in filters.types) or filters.direction == "credit":
         return ""
@@ -221,17 +225,21 @@ def _withdrawals_sql(*, after: Cursor | None, filters: HistoryFilter) -> str:
         conditions.append("d.created_at >= %(created_from)s")
     if filters.created_to is not None:
         conditions.append("d.created_at < %(created_to)s")
-    return _WITHDRAWALS_SQL.format(conditions=" AND ".join(conditions))
+    return _WITHDRAWALS_SQL.format(conditions=" AND ".join(conditions), limit=int(limit))
 
 
-def _page_sql(*, me: str, after: Cursor | None, filters: HistoryFilter) -> str:
-    entries = account_entries_sql(account="me.account_id", before=after is not None, filters=filters)
-    return _PAGE_SQL.format(me=me, entries=entries, withdrawals=_withdrawals_sql(after=after, filters=filters))
+def _page_sql(*, me: str, limit: int, after: Cursor | None, filters: HistoryFilter) -> str:
+    """The page statement for `limit` items: it reads limit + 1 of each source (the extra
+    one tells whether there is more)."""
+    entries = account_entries_sql(account="me.account_id", limit=limit + 1, before=after is not None, filters=filters)
+    withdrawals = _withdrawals_sql(limit=limit + 1, after=after, filters=filters)
+    return _PAGE_SQL.format(me=me, entries=entries, withdrawals=withdrawals)
 
 
-def _page_params(*, limit: int, after: Cursor | None, filters: HistoryFilter) -> dict:
+def _page_params(*, after: Cursor | None, filters: HistoryFilter) -> dict:
+    # Integers as int8 whatever their size, so that one statement text is one prepared
+    # statement (psycopg would send small ones as int2 or int4, each a statement of its own).
     params = {
-        "limit": limit + 1,
         "types": list(filters.types),
         "created_from": filters.created_from,
         "created_to": filters.created_to,
@@ -239,8 +247,8 @@ def _page_params(*, limit: int, after: Cursor | None, filters: HistoryFilter) ->
     if after is not None:
         # Entries below the cursor: after an entry E, those older than E; after a withdrawal
         # placed after entry P, entry P itself and older.
-        params["before"] = after.position + (1 if after.after_withdrawal else 0)
-        params["position"] = after.position
+        params["before"] = Int8(after.position + (1 if after.after_withdrawal else 0))
+        params["position"] = Int8(after.position)
         params["w_created_at"] = after.withdrawal_created_at
         params["w_id"] = after.withdrawal_id
     return params
@@ -253,11 +261,58 @@ class _Me:
     currency: str | None
 
 
+class _PreparedCursor(ServerBindingCursor):
+    """Binds parameters on the server and runs each statement prepared: psycopg prepares a
+    statement text once per connection (the pool's connections live on) and then executes
+    it by name. Django turns psycopg's prepared statements off (prepare_threshold None, under
+    which `prepare=True` is ignored too), so they are turned on for this statement only: a
+    threshold no statement reaches, so that nothing but an explicit `prepare=True` prepares
+    (Django's client-side cursors never do anyway)."""
+
+    def execute(self, query, params=None, *, prepare=None, binary=None):
+        conn = self.connection
+        threshold = conn.prepare_threshold
+        conn.prepare_threshold = 2**31
+        try:
+            return super().execute(query, params, prepare=True, binary=binary)
+        finally:
+            conn.prepare_threshold = threshold
+
+
+# The pool's connections that run prepared statements on their generic plans.
+_GENERIC_PLANS: weakref.WeakSet = weakref.WeakSet()
+
+
+def _prepared_cursor():
+    """A cursor of Django's connection, wrapped as Django wraps its own (query logging and
+    CaptureQueriesContext see it), whose statements run prepared on their generic plans.
+
+    Planning the page statement was 0.8 of its 1.1 ms of PostgreSQL CPU (benchmark ledger,
+    1M-entry wallet); a generic plan runs it in 0.3. Left to choose (plan_cache_mode auto),
+    PostgreSQL plans it anew every time: the generic plan's estimates are not below the
+    custom ones. So the connection is set to force_generic_plan, once: this touches prepared
+    statements only, and Django prepares none, so it is this module's alone. The generic
+    plans read the same index ranges as the custom ones
+    (`test_the_generic_plan_reads_one_account_range_of_the_history_index`)."""
+    connection.ensure_connection()
+    raw = connection.connection
+    with connection.wrap_database_errors:
+        if raw.info.transaction_status != TransactionStatus.IDLE:
+            # In a transaction (tests; a caller's atomic block) a SET would be undone by a
+            # rollback: set it for this transaction only.
+            raw.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        elif raw not in _GENERIC_PLANS:
+            raw.execute("SET plan_cache_mode = force_generic_plan")
+            _GENERIC_PLANS.add(raw)
+        cursor = _PreparedCursor(raw)
+    return connection.make_debug_cursor(cursor) if connection.queries_logged else connection.make_cursor(cursor)
+
+
 def _read_page(*, me_sql: str, me_params: dict, limit: int, after: Cursor | None, filters: HistoryFilter):
     """(me, rows) of one page; me is None when `me_sql` finds no row."""
-    sql = _page_sql(me=me_sql, after=after, filters=filters)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, {**_page_params(limit=limit, after=after, filters=filters), **me_params})
+    sql = _page_sql(me=me_sql, limit=limit, after=after, filters=filters)
+    with _prepared_cursor() as cursor:
+        cursor.execute(sql, {**_page_params(after=after, filters=filters), **me_params})
         rows = cursor.fetchall()
     me = next((_Me(row[12], row[13], row[14]) for row in rows if row[0] == 0), None)
     return me, [row for row in rows if row[0] != 0]
@@ -304,7 +359,7 @@ def wallet_history(*, wallet: Wallet, limit: int, cursor: str | None, filters: H
     after = cursor_decode(cursor=cursor, account_id=wallet.account_id) if cursor else None
     _, rows = _read_page(
         me_sql=_ME_BY_WALLET,
-        me_params={"account_id": wallet.account_id, "wallet_id": wallet.id, "currency": wallet.currency},
+        me_params={"account_id": Int8(wallet.account_id), "wallet_id": wallet.id, "currency": wallet.currency},
         limit=limit,
         after=after,
         filters=filters,

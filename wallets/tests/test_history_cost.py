@@ -6,6 +6,7 @@ answered as on the routes that authenticate up front (401, then 403, then the re
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import pytest
@@ -144,7 +145,7 @@ def skewed_ledger():
         transactions_post(commands=commands)
     fund(small, 1)
     with connection.cursor() as cursor:
-        cursor.execute("ANALYZE ledger_entry")
+        cursor.execute("ANALYZE")
     return big, small, small_user
 
 
@@ -152,8 +153,8 @@ def _plan(user: User, *, after: Cursor | None, filters: HistoryFilter | None = N
     filters = filters or HistoryFilter()
     session_start(user=user)
     family = TokenFamily.objects.filter(user=user, revoked_at__isnull=True).order_by("-created_at").first()
-    sql = _page_sql(me=_ME_BY_LOGIN, after=after, filters=filters)
-    params = {**_page_params(limit=20, after=after, filters=filters), "user_id": user.id, "family_id": family.id}
+    sql = _page_sql(me=_ME_BY_LOGIN, limit=20, after=after, filters=filters)
+    params = {**_page_params(after=after, filters=filters), "user_id": user.id, "family_id": family.id}
     with connection.cursor() as cursor:
         cursor.execute("EXPLAIN " + sql, params)
         return "\n".join(row[0] for row in cursor.fetchall())
@@ -209,3 +210,100 @@ def test_the_withdrawals_keyset_is_an_index_condition(busy):
     assert "withdrawal_history" in lines[scan], plan
     condition = next(line for line in lines[scan + 1 :] if "Index Cond" in line)
     assert "wallet_id" in condition and "ROW(history_after_entry_id, created_at, id) <" in condition, plan
+
+
+def _generic_plan(*, after: Cursor | None, filters: HistoryFilter) -> str:
+    """EXPLAIN (GENERIC_PLAN) of the page statement: its plan for any parameter values, the
+    one it runs on (wallets.history._prepared_cursor)."""
+    sql = _page_sql(me=_ME_BY_LOGIN, limit=20, after=after, filters=filters)
+    names: list[str] = []
+
+    def placeholder(match: re.Match) -> str:
+        if match[1] not in names:
+            names.append(match[1])
+        return f"${names.index(match[1]) + 1}"
+
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN (GENERIC_PLAN) " + re.sub(r"%\((\w+)\)s", placeholder, sql))
+        return "\n".join(row[0] for row in cursor.fetchall())
+
+
+@pytest.mark.parametrize(
+    "after",
+    [None, Cursor(10**9), Cursor(10**9, timezone.now(), uuid.uuid4())],
+    ids=["first page", "after an entry", "after a withdrawal"],
+)
+def test_the_generic_plan_reads_one_account_range_of_the_history_index(skewed_ledger, after):
+    for filters in [HistoryFilter(), HistoryFilter(types=("transfer", "withdrawal"), direction="debit")]:
+        # when
+        plan = _generic_plan(after=after, filters=filters)
+        # then: the ranges of the custom plans, whatever the values; the page's rows look
+        # up their transactions by key, no whole ledger table is read
+        scan, condition = _entries_scan(plan)
+        assert "entry_account_history" in scan, plan
+        assert "account_id" in condition, plan
+        if after is not None:
+            assert "id <" in condition, plan
+        assert "ledger_entry_pkey on ledger_entry e " not in plan, plan
+        assert "ledger_transaction_pkey on ledger_transaction t" in plan, plan
+        assert "Seq Scan on ledger_entry" not in plan and "Seq Scan on ledger_transaction" not in plan, plan
+
+
+def test_pages_run_prepared_on_generic_plans(api, busy):
+    # given: pages read (the connection is set up by the first)
+    _, headers = busy
+    for _ in range(7):
+        _page(api, ROUTES[0], headers, limit=2)
+    # when
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE '%me AS%'")
+        counts = cursor.fetchall()
+    # then: one prepared statement, planned once, never per page
+    assert len(counts) == 1, counts
+    assert counts[0][0] >= 7 and counts[0][1] == 0, counts
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"limit": "20"},
+        {"limit": "1"},
+        {"limit": "100"},
+        {"limit": "9"},
+        {"cursor": "WzEsMl0:1v2Fxx:abcDEF-_"},
+        {"limit": "5", "cursor": "x" * 512},
+        {"limit": "5", "cursor": ".eJyLVjKsjQUAAr0BDw:1v2F:abc"},
+    ],
+)
+def test_history_query_agrees_with_the_serializer_where_it_answers(params):
+    from wallets.api_wallet import HistoryQuery, history_query
+
+    query = HistoryQuery(data=params)
+    assert query.is_valid(), query.errors
+    assert history_query(params) == dict(query.validated_data)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"limit": "0"},
+        {"limit": "101"},
+        {"limit": "020"},
+        {"limit": " 20"},
+        {"limit": "20.0"},
+        {"limit": "-1"},
+        {"limit": ""},
+        {"cursor": ""},
+        {"cursor": " abc"},
+        {"cursor": "x" * 513},
+        {"cursor": "abc\x00"},
+        {"limit": "20", "type": "transfer"},
+        {"direction": "debit"},
+        {"limit": "20", "extra": "1"},
+    ],
+)
+def test_history_query_leaves_every_other_query_to_the_serializer(params):
+    from wallets.api_wallet import history_query
+
+    assert history_query(params) is None
