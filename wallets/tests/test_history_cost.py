@@ -307,3 +307,26 @@ def test_history_query_leaves_every_other_query_to_the_serializer(params):
     from wallets.api_wallet import history_query
 
     assert history_query(params) is None
+
+
+def test_a_wallets_pages_read_by_wallet_are_those_read_by_login(api, busy):
+    # given: the pages of two over the API (read by the login)
+    from wallets.history import wallet_history
+
+    wallet, headers = busy
+    pages, cursor = [], None
+    while True:
+        page = _page(api, ROUTES[0], headers, limit=2, **({"cursor": cursor} if cursor else {}))
+        pages.append(page)
+        if not page["has_more"]:
+            break
+        cursor = page["next_cursor"]
+    # when: the same pages read for the wallet (the path taken when the login's statement
+    # found no wallet and the full check then did)
+    again, cursor = [], None
+    for _ in pages:
+        page = wallet_history(wallet=wallet, limit=2, cursor=cursor, filters=HistoryFilter()).as_dict()
+        again.append(page)
+        cursor = page["next_cursor"]
+    # then
+    assert again == pages
