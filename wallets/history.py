@@ -27,19 +27,15 @@ its pending or reversed item, or once posted, the posted entry.
 from __future__ import annotations
 
 import uuid
-import weakref
 from dataclasses import dataclass
 from datetime import datetime
 
 from django.core import signing
-from django.db import connection
-from django.db.backends.postgresql.base import ServerBindingCursor
-from psycopg.pq import TransactionStatus
-from psycopg.types.numeric import Int8
 
 from ledger.models import Entry
 from ledger.selectors import HistoryFilter, account_entries_sql, transaction_entry_for_accounts
 from wallets.models import Wallet, Withdrawal
+from walletsite.db import Int8, prepared_cursor
 from walletsite.errors import InvalidCursor, TransactionNotFound
 
 # A cursor is the sort key of a page's last item, bound to the wallet's account and signed
@@ -261,57 +257,10 @@ class _Me:
     currency: str | None
 
 
-class _PreparedCursor(ServerBindingCursor):
-    """Binds parameters on the server and runs each statement prepared: psycopg prepares a
-    statement text once per connection (the pool's connections live on) and then executes
-    it by name. Django turns psycopg's prepared statements off (prepare_threshold None, under
-    which `prepare=True` is ignored too), so they are turned on for this statement only: a
-    threshold no statement reaches, so that nothing but an explicit `prepare=True` prepares
-    (Django's client-side cursors never do anyway)."""
-
-    def execute(self, query, params=None, *, prepare=None, binary=None):
-        conn = self.connection
-        threshold = conn.prepare_threshold
-        conn.prepare_threshold = 2**31
-        try:
-            return super().execute(query, params, prepare=True, binary=binary)
-        finally:
-            conn.prepare_threshold = threshold
-
-
-# The pool's connections that run prepared statements on their generic plans.
-_GENERIC_PLANS: weakref.WeakSet = weakref.WeakSet()
-
-
-def _prepared_cursor():
-    """A cursor of Django's connection, wrapped as Django wraps its own (query logging and
-    CaptureQueriesContext see it), whose statements run prepared on their generic plans.
-
-    Planning the page statement was 0.8 of its 1.1 ms of PostgreSQL CPU (benchmark ledger,
-    1M-entry wallet); a generic plan runs it in 0.3. Left to choose (plan_cache_mode auto),
-    PostgreSQL plans it anew every time: the generic plan's estimates are not below the
-    custom ones. So the connection is set to force_generic_plan, once: this touches prepared
-    statements only, and Django prepares none, so it is this module's alone. The generic
-    plans read the same index ranges as the custom ones
-    (`test_the_generic_plan_reads_one_account_range_of_the_history_index`)."""
-    connection.ensure_connection()
-    raw = connection.connection
-    with connection.wrap_database_errors:
-        if raw.info.transaction_status != TransactionStatus.IDLE:
-            # In a transaction (tests; a caller's atomic block) a SET would be undone by a
-            # rollback: set it for this transaction only.
-            raw.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-        elif raw not in _GENERIC_PLANS:
-            raw.execute("SET plan_cache_mode = force_generic_plan")
-            _GENERIC_PLANS.add(raw)
-        cursor = _PreparedCursor(raw)
-    return connection.make_debug_cursor(cursor) if connection.queries_logged else connection.make_cursor(cursor)
-
-
 def _read_page(*, me_sql: str, me_params: dict, limit: int, after: Cursor | None, filters: HistoryFilter):
     """(me, rows) of one page; me is None when `me_sql` finds no row."""
     sql = _page_sql(me=me_sql, limit=limit, after=after, filters=filters)
-    with _prepared_cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(sql, {**_page_params(after=after, filters=filters), **me_params})
         rows = cursor.fetchall()
     me = next((_Me(row[12], row[13], row[14]) for row in rows if row[0] == 0), None)

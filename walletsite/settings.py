@@ -92,6 +92,8 @@ DATABASES = {
             },
             "connect_timeout": 5,
             "application_name": "wallet",
+            # Prepared statements run on their generic plans (walletsite.db).
+            "options": "-c plan_cache_mode=force_generic_plan",
         },
         "TEST": {"NAME": "test_wallet"},
     }

@@ -45,3 +45,26 @@ def redis_cache_settings(url: str, *, key_prefix: str) -> dict:
             "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5, "IGNORE_EXCEPTIONS": True},
         }
     }
+
+
+def explain_generic_plan(sql: str) -> str:
+    """EXPLAIN (GENERIC_PLAN) of a statement written with psycopg placeholders (%s or
+    %(name)s): its plan for any parameter values, the plan walletsite.db's prepared
+    statements run on."""
+    import re
+
+    from django.db import connection
+
+    names: list[str] = []
+
+    def named(match: re.Match) -> str:
+        if match[1] not in names:
+            names.append(match[1])
+        return f"${names.index(match[1]) + 1}"
+
+    positional = iter(range(1, 1000))
+    sql = re.sub(r"%\((\w+)\)s", named, sql)
+    sql = re.sub(r"%s", lambda _: f"${next(positional)}", sql)
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN (GENERIC_PLAN) " + sql.replace("%%", "%"))
+        return "\n".join(row[0] for row in cursor.fetchall())

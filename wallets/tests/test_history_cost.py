@@ -6,7 +6,6 @@ answered as on the routes that authenticate up front (401, then 403, then the re
 
 from __future__ import annotations
 
-import re
 import uuid
 
 import pytest
@@ -23,6 +22,7 @@ from wallets.history import _ME_BY_LOGIN, Cursor, _page_params, _page_sql
 from wallets.tests.factories import auth_header, register_user
 from wallets.tests.money import fund, transfer
 from wallets.tests.test_withdrawals import add_bank_account, withdraw
+from walletsite.testing import explain_generic_plan
 
 pytestmark = pytest.mark.django_db
 
@@ -213,19 +213,8 @@ def test_the_withdrawals_keyset_is_an_index_condition(busy):
 
 
 def _generic_plan(*, after: Cursor | None, filters: HistoryFilter) -> str:
-    """EXPLAIN (GENERIC_PLAN) of the page statement: its plan for any parameter values, the
-    one it runs on (wallets.history._prepared_cursor)."""
-    sql = _page_sql(me=_ME_BY_LOGIN, limit=20, after=after, filters=filters)
-    names: list[str] = []
-
-    def placeholder(match: re.Match) -> str:
-        if match[1] not in names:
-            names.append(match[1])
-        return f"${names.index(match[1]) + 1}"
-
-    with connection.cursor() as cursor:
-        cursor.execute("EXPLAIN (GENERIC_PLAN) " + re.sub(r"%\((\w+)\)s", placeholder, sql))
-        return "\n".join(row[0] for row in cursor.fetchall())
+    """The page statement's generic plan, the one it runs on (walletsite.db.prepared_cursor)."""
+    return explain_generic_plan(_page_sql(me=_ME_BY_LOGIN, limit=20, after=after, filters=filters))
 
 
 @pytest.mark.parametrize(
