@@ -221,7 +221,10 @@ class Knobs:
             readme=not smoke and output == (ROOT / "docs" / "bench" / "results.json").resolve(),
             web_concurrency=web_concurrency,
             web_threads=web_threads,
-            pgbench_clients=_whole(env, "BENCH_PGBENCH_CLIENTS", web_concurrency * web_threads),
+            # 16, as many as the servers' threads were before WEB_THREADS went to 32: with 2 x 32
+            # the pgbench clients and the servers' pools together ran past PostgreSQL's 200
+            # connections ("too many clients already").
+            pgbench_clients=_whole(env, "BENCH_PGBENCH_CLIENTS", 16),
         )
 
 
