@@ -601,7 +601,11 @@ class Run:
         wall_start = datetime.now(UTC)
         posted_before = self.transfers_posted(target.ledger) if counts else 0
         before = self.snapshot()
-        measured = self.drive(scenario, target, rnd, rate)
+        try:
+            measured = self.drive(scenario, target, rnd, rate)
+        except RuntimeError as exc:
+            # A load generator that failed (wrk, pgbench): the run fails, keeping its rows.
+            raise BenchFailed(f"{scenario.name} on {target.name}: {exc}") from exc
         at_end = self.snapshot()
         quiesce_s, timed_out = self.wait_quiet()
         after = self.snapshot()

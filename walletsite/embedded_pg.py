@@ -166,7 +166,9 @@ def ensure_running(pgdata: Path, *, durable: bool = True) -> bool:
         # A SIGKILL leaves postmaster.pid behind; PostgreSQL would usually cope, but not
         # when the dead postmaster's pid now belongs to another process.
         (pgdata / "postmaster.pid").unlink(missing_ok=True)
-        options = f"-c listen_addresses='' -k {sock} -p {PORT} -c max_connections=200"
+        # 400: each gunicorn process's pool may open WEB_THREADS + 4 (36 at the default 32),
+        # and `make bench` runs four servers on one PostgreSQL beside pgbench's clients.
+        options = f"-c listen_addresses='' -k {sock} -p {PORT} -c max_connections=400"
         if not durable:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         subprocess.run(
