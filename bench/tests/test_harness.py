@@ -70,7 +70,8 @@ def test_knobs_smoke_defaults_and_refusals(tmp_path):
     knobs = Knobs.from_env({"BENCH_SMOKE": "1", "BENCH_DATA_DIR": str(tmp_path)})
     assert (knobs.rounds, knobs.sync5, knobs.readme, knobs.reuse) == (1, False, False, False)
     assert knobs.output == tmp_path / "results.json"
-    assert knobs.pgbench_clients == knobs.web_concurrency * knobs.web_threads
+    assert (knobs.web_concurrency, knobs.web_threads, knobs.pgbench_clients) == (2, 32, 16)
+    assert Knobs.from_env({"BENCH_PGBENCH_CLIENTS": "8"}).pgbench_clients == 8
 
     assert Knobs.from_env({"BENCH_SMOKE": "1", "BENCH_REUSE": "1"}).reuse
     full = Knobs.from_env({"BENCH_DATA_DIR": str(tmp_path)})
