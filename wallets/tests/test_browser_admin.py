@@ -97,14 +97,24 @@ def _wait_for(driver, css: str):
     )
 
 
-def _click_and_wait(driver, element) -> None:
-    """Click something that loads a new page, and wait until the old page is gone, so that
-    what is looked up next is on the new page."""
+def _click_and_wait(driver, css: str) -> None:
+    """Click the element `css` selects, which loads a new page, and wait until the old page is
+    gone, so that what is looked up next is on the new page. The element is looked up right
+    before the click, and again if Chromium answers that it left the document meanwhile (seen
+    once in CI on a loaded machine: "Node with given id does not belong to the document")."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
-    page = driver.find_element("css selector", "html")
-    element.click()
+    for attempt in range(3):
+        page = driver.find_element("css selector", "html")
+        try:
+            _wait_for(driver, css).click()
+            break
+        except (StaleElementReferenceException, WebDriverException) as exc:
+            transient = isinstance(exc, StaleElementReferenceException) or "belong to the document" in str(exc)
+            if attempt == 2 or not transient:
+                raise
     WebDriverWait(driver, WAIT_SECONDS).until(expected_conditions.staleness_of(page))
 
 
@@ -112,7 +122,7 @@ def _sign_in(driver, base_url: str, email: str) -> None:
     driver.get(f"{base_url}/admin/login/?next=/admin/")
     _wait_for(driver, "#id_username").send_keys(email)
     driver.find_element("css selector", "#id_password").send_keys(PASSWORD)
-    _click_and_wait(driver, driver.find_element("css selector", "#login-form [type=submit]"))
+    _click_and_wait(driver, "#login-form [type=submit]")
     _wait_for(driver, "#user-tools")
 
 
@@ -128,7 +138,7 @@ def test_operations_freeze_a_wallet_found_by_handle(browser, live_server):
     browser.get(f"{live_server.url}/admin/wallets/wallet/")
     search = _wait_for(browser, "#searchbar")
     search.send_keys("alice@wallet")
-    _click_and_wait(browser, browser.find_element("css selector", "#changelist-search [type=submit]"))
+    _click_and_wait(browser, "#changelist-search [type=submit]")
     checkbox = _wait_for(browser, f"input[name=_selected_action][value='{wallet.pk}']")
     rows = browser.find_elements("css selector", "#result_list tbody tr")
     assert len(rows) == 1 and "alice@wallet" in rows[0].text and "2500" in rows[0].text
@@ -136,7 +146,7 @@ def test_operations_freeze_a_wallet_found_by_handle(browser, live_server):
     from selenium.webdriver.support.ui import Select
 
     Select(browser.find_element("css selector", "select[name=action]")).select_by_value("freeze")
-    _click_and_wait(browser, browser.find_element("css selector", "button[name=index]"))
+    _click_and_wait(browser, "button[name=index]")
 
     # then: a confirmation page asks for the reason; confirming without one is refused (by
     # the browser: the field is required, so nothing is sent)
@@ -145,7 +155,7 @@ def test_operations_freeze_a_wallet_found_by_handle(browser, live_server):
     browser.find_element("css selector", "#confirm-freeze").click()
     assert Wallet.objects.get(pk=wallet.pk).status == "active"
     reason.send_keys("Chargeback investigation CB-77")
-    _click_and_wait(browser, browser.find_element("css selector", "#confirm-freeze"))
+    _click_and_wait(browser, "#confirm-freeze")
     message = _wait_for(browser, "ul.messagelist li.success")
 
     # then
@@ -164,13 +174,13 @@ def test_operations_run_reconciliation_from_its_page(browser, live_server):
         fund(wallet, amount)
     _sign_in(browser, live_server.url, "ops@example.com")
     browser.get(f"{live_server.url}/admin/ledger/reconciliationrun/run/")
-    _click_and_wait(browser, _wait_for(browser, "#run-reconciliation [type=submit]"))
+    _click_and_wait(browser, "#run-reconciliation [type=submit]")
     assert "OK: the ledger reconciles" in _wait_for(browser, "#recon-result").text
     with connection.cursor() as cursor:
         cursor.execute("UPDATE ledger_account SET balance = balance + 500 WHERE id = %s", [wallets[1].account_id])
 
     # when
-    _click_and_wait(browser, _wait_for(browser, "#run-reconciliation [type=submit]"))
+    _click_and_wait(browser, "#run-reconciliation [type=submit]")
 
     # then
     _wait_for(browser, "ul.messagelist li.error")
