@@ -18,6 +18,7 @@ from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import AccessToken
 
 from accounts.models import User
+from walletsite.db import Query
 from walletsite.errors import InvalidToken
 
 
@@ -50,6 +51,18 @@ class AccessTokenAuthentication(BaseAuthentication):
 
     def authenticate_header(self, request) -> str:
         return 'Bearer realm="api"'
+
+
+def open_logins_query(*, family_ids) -> Query[set[uuid.UUID]]:
+    """Which of these logins are still open, for active users: the check of
+    `_open_login_user` for many requests at once (the transfer batch), as a statement to run
+    with others (walletsite.db.pipelined)."""
+    return Query(
+        "SELECT f.id FROM accounts_tokenfamily AS f JOIN accounts_user AS u ON u.id = f.user_id"
+        " WHERE f.id = ANY(%s::uuid[]) AND f.revoked_at IS NULL AND u.is_active",
+        [list(set(family_ids))],
+        read=lambda rows: {family_id for (family_id,) in rows},
+    )
 
 
 def _open_login_user(*, user_id, family_id) -> User:

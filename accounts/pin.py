@@ -19,6 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import Pin, User
+from walletsite.db import Query, model_columns, model_from_row
 from walletsite.errors import InvalidPin, PinLocked, ValidationFailed
 
 # ASCII digits only: `\d` would also accept other scripts' digits, which keypads never send.
@@ -81,6 +82,40 @@ def pin_evaluate(*, record: Pin | None, user_id, pin: str, now: datetime) -> tup
 
 
 PIN_STATE_FIELDS = ["failed_attempts", "locked_until", "updated_at"]
+
+# -- many users' PINs in one transaction (the transfer batcher), as statements it runs with
+# its others (walletsite.db.pipelined)
+
+
+def pins_lock_query(*, user_ids) -> Query[dict]:
+    """The users' Pin rows, locked FOR UPDATE in user id order (so concurrent batches queue
+    rather than deadlock), by user id."""
+    return Query(
+        f"SELECT {_PIN_COLUMNS} FROM accounts_pin AS p"  # noqa: S608 - the model's column names
+        " WHERE p.user_id = ANY(%s::uuid[]) ORDER BY p.user_id FOR UPDATE OF p",
+        [sorted(set(user_ids))],
+        read=lambda rows: {record.user_id: record for record in (model_from_row(Pin, row) for row in rows)},
+    )
+
+
+def pins_save_query(*, records) -> Query[list]:
+    """Save the lockout state (PIN_STATE_FIELDS) pin_evaluate changed on locked rows."""
+    return Query(
+        "UPDATE accounts_pin AS p SET failed_attempts = u.failed_attempts, locked_until = u.locked_until,"
+        " updated_at = u.updated_at"
+        " FROM unnest(%s::uuid[], %s::int[], %s::timestamptz[], %s::timestamptz[])"
+        " AS u(user_id, failed_attempts, locked_until, updated_at)"
+        " WHERE p.user_id = u.user_id",
+        [
+            [record.user_id for record in records],
+            [record.failed_attempts for record in records],
+            [record.locked_until for record in records],
+            [record.updated_at for record in records],
+        ],
+    )
+
+
+_PIN_COLUMNS = model_columns(Pin, "p")
 
 
 def pin_verify(*, user: User, pin: str, now: datetime | None = None) -> None:

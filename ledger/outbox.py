@@ -24,6 +24,7 @@ from django.db.models import F
 from django.db.models.functions import Now
 
 from ledger.models import OutboxEvent
+from walletsite.db import Query, pipelined
 
 # Retries back off exponentially from this, up to the maximum, so a consumer that is down
 # for an hour is retried about once a minute at first and then hourly, never in a tight loop.
@@ -70,15 +71,19 @@ def _emittable(type: str) -> None:
 
 def outbox_emit_many(*, events: list[tuple[str, dict[str, Any]]]) -> None:
     """Record many (type, payload) events in one INSERT, under outbox_emit's rules."""
+    pipelined(outbox_emit_query(events=events))
+
+
+def outbox_emit_query(*, events: list[tuple[str, dict[str, Any]]]) -> Query[list]:
+    """outbox_emit_many's INSERT, to run with other statements (walletsite.db.pipelined)."""
     for type, _ in events:
         _emittable(type)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {_TABLE} (type, payload, created_at, available_at, attempts, last_error) "  # noqa: S608
-            "SELECT u.type, u.payload::jsonb, statement_timestamp(), statement_timestamp(), 0, '' "
-            "FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS u(type, payload, n) ORDER BY u.n",
-            [[type for type, _ in events], [json.dumps(payload) for _, payload in events]],
-        )
+    return Query(
+        f"INSERT INTO {_TABLE} (type, payload, created_at, available_at, attempts, last_error) "  # noqa: S608
+        "SELECT u.type, u.payload::jsonb, statement_timestamp(), statement_timestamp(), 0, '' "
+        "FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS u(type, payload, n) ORDER BY u.n",
+        [[type for type, _ in events], [json.dumps(payload) for _, payload in events]],
+    )
 
 
 def outbox_claim(*, limit: int, lease_seconds: float) -> list[OutboxEvent]:

@@ -21,12 +21,14 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TypeVar
 
 from django.db import OperationalError, connection, transaction
 
 from ledger.models import Account, Entry, Transaction
 from walletsite import metrics
+from walletsite.db import Query, model_columns, model_from_row, pipelined
 from walletsite.errors import ApiError, CurrencyMismatch, InsufficientFunds, LimitExceeded
 
 logger = logging.getLogger("ledger.posting")
@@ -95,13 +97,31 @@ def accounts_lock(*, account_ids: Iterable[int]) -> dict[int, Account]:
     """
     if not connection.in_atomic_block:
         raise RuntimeError("accounts_lock must run inside transaction.atomic")
-    ids = sorted(set(account_ids))
-    locked = Account.objects.filter(id__in=ids).order_by("id").select_for_update(of=("self",), no_key=True)
-    accounts = {account.id: account for account in locked}
-    missing = set(ids) - set(accounts)
-    if missing:
-        raise ValueError(f"no ledger accounts {sorted(missing)}")
+    (accounts,) = pipelined(accounts_lock_query(account_ids=account_ids))
     return accounts
+
+
+def accounts_lock_query(*, account_ids: Iterable[int]) -> Query[dict[int, Account]]:
+    """accounts_lock's statement, for a caller that runs it with others inside its
+    transaction (walletsite.db.pipelined)."""
+    ids = sorted(set(account_ids))
+
+    def read(rows: list[tuple]) -> dict[int, Account]:
+        accounts = {account.id: account for account in (model_from_row(Account, row) for row in rows)}
+        missing = set(ids) - set(accounts)
+        if missing:
+            raise ValueError(f"no ledger accounts {sorted(missing)}")
+        return accounts
+
+    return Query(
+        f"SELECT {_ACCOUNT_COLUMNS} FROM ledger_account AS a"  # noqa: S608 - the model's column names
+        " WHERE a.id = ANY(%s::bigint[]) ORDER BY a.id FOR NO KEY UPDATE OF a",
+        [ids],
+        read=read,
+    )
+
+
+_ACCOUNT_COLUMNS = model_columns(Account, "a")
 
 
 def _evaluate(command: PostingCommand, accounts: Mapping[int, Account]) -> None:
@@ -120,6 +140,15 @@ def _evaluate(command: PostingCommand, accounts: Mapping[int, Account]) -> None:
             raise InsufficientFunds("The wallet does not have enough available money for this amount")
 
 
+@dataclass(frozen=True)
+class PostingBatch:
+    """A batch evaluated under its locks: one result per command, and the statement that
+    writes the accepted ones (None when none was), still to run."""
+
+    results: list[Posted | Rejected]
+    write: Query[None] | None
+
+
 def transactions_post(
     *, commands: Sequence[PostingCommand], accounts: Mapping[int, Account] | None = None
 ) -> list[Posted | Rejected]:
@@ -130,11 +159,27 @@ def transactions_post(
     """
     if not connection.in_atomic_block:
         raise RuntimeError("transactions_post must run inside transaction.atomic")
-    needed = {leg.account_id for command in commands for leg in command.legs}
     if accounts is None:
-        accounts = accounts_lock(account_ids=needed)
-    elif not needed <= set(accounts):
-        raise ValueError("accounts passed to transactions_post must cover every leg")
+        accounts = accounts_lock(account_ids={leg.account_id for command in commands for leg in command.legs})
+    batch = transactions_evaluate(commands=commands, accounts=accounts)
+    if batch.write is not None:
+        pipelined(batch.write)
+    return batch.results
+
+
+def transactions_evaluate(
+    *, commands: Sequence[PostingCommand], accounts: Mapping[int, Account], created_at: datetime | None = None
+) -> PostingBatch:
+    """transactions_post without its write: the caller runs `write`, alone or with other
+    statements of its transaction (walletsite.db.pipelined), before it commits. With
+    `created_at` (a time the caller read from the database in this transaction) the posted
+    results carry their timestamp before the write runs; without it they get the write's
+    statement time when it has run."""
+    if not connection.in_atomic_block:
+        raise RuntimeError("transactions_evaluate must run inside transaction.atomic")
+    needed = {leg.account_id for command in commands for leg in command.legs}
+    if not needed <= set(accounts):
+        raise ValueError("the locked accounts must cover every leg")
     # The locked rows carry the running balances: each command is evaluated (and its check
     # sees the balances) after the commands before it in the batch.
     start = {account_id: accounts[account_id].balance for account_id in needed}
@@ -148,7 +193,7 @@ def transactions_post(
             metrics.LEDGER_REJECTIONS.labels(error.code).inc()
             results.append(Rejected(command, error))
             continue
-        txn = Transaction(type=command.type, note=command.note, reference=command.reference)
+        txn = Transaction(type=command.type, note=command.note, reference=command.reference, created_at=created_at)
         entries = []
         for leg in command.legs:
             account = accounts[leg.account_id]
@@ -160,29 +205,34 @@ def transactions_post(
                     amount=leg.amount,
                     balance_after=account.balance,
                     type=command.type,
+                    created_at=created_at,
                 )
             )
         to_write.append((command, txn, entries))
         results.append(Posted(command, txn, tuple(entries)))
 
-    if to_write:
-        _write(to_write, {account_id: accounts[account_id].balance - start[account_id] for account_id in needed})
-    return results
+    if not to_write:
+        return PostingBatch(results, None)
+    deltas = {account_id: accounts[account_id].balance - start[account_id] for account_id in needed}
+    return PostingBatch(results, _write_query(to_write, deltas, created_at))
 
 
 # The whole write of a batch in one statement: its transactions, every leg (one INSERT, so
 # the balance trigger sees each transaction's legs together) and the balances, by increment.
 # Entry ids are drawn in leg order (ORDER BY n), so sorted they match the legs. Every row of
-# the batch has the statement's timestamp, the created_at the models' db_default gives.
+# the batch has one timestamp: the caller's (a database time read in this transaction), or
+# else the statement's, the created_at the models' db_default gives.
 _WRITE_SQL = """
-WITH t AS (
+WITH clock AS (
+    SELECT coalesce(%s::timestamptz, statement_timestamp()) AS at
+), t AS (
     INSERT INTO ledger_transaction (id, type, note, reference, created_at)
-    SELECT u.id, u.type, u.note, u.reference, statement_timestamp()
-      FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[]) AS u(id, type, note, reference)
+    SELECT u.id, u.type, u.note, u.reference, clock.at
+      FROM clock, unnest(%s::uuid[], %s::text[], %s::text[], %s::text[]) AS u(id, type, note, reference)
 ), e AS (
     INSERT INTO ledger_entry (transaction_id, account_id, amount, balance_after, type, created_at)
-    SELECT u.transaction_id, u.account_id, u.amount, u.balance_after, u.type, statement_timestamp()
-      FROM unnest(%s::uuid[], %s::bigint[], %s::bigint[], %s::bigint[], %s::text[])
+    SELECT u.transaction_id, u.account_id, u.amount, u.balance_after, u.type, clock.at
+      FROM clock, unnest(%s::uuid[], %s::bigint[], %s::bigint[], %s::bigint[], %s::text[])
            WITH ORDINALITY AS u(transaction_id, account_id, amount, balance_after, type, n)
      ORDER BY u.n
     RETURNING id
@@ -191,42 +241,50 @@ WITH t AS (
       FROM unnest(%s::bigint[], %s::bigint[]) AS d(id, delta)
      WHERE a.id = d.id
 )
-SELECT statement_timestamp(), ARRAY(SELECT id FROM e ORDER BY id)
+SELECT (SELECT at FROM clock), ARRAY(SELECT id FROM e ORDER BY id)
 """
 
 
-def _write(to_write: list[tuple[PostingCommand, Transaction, list[Entry]]], deltas: Mapping[int, int]) -> None:
+def _write_query(
+    to_write: list[tuple[PostingCommand, Transaction, list[Entry]]],
+    deltas: Mapping[int, int],
+    created_at: datetime | None,
+) -> Query[None]:
     transactions = [txn for _, txn, _ in to_write]
     entries = [entry for _, _, legs in to_write for entry in legs]
     changed = sorted((account_id, delta) for account_id, delta in deltas.items() if delta)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _WRITE_SQL,
-            [
-                [txn.id for txn in transactions],
-                [txn.type for txn in transactions],
-                [txn.note for txn in transactions],
-                [txn.reference for txn in transactions],
-                [entry.transaction_id for entry in entries],
-                [entry.account_id for entry in entries],
-                [entry.amount for entry in entries],
-                [entry.balance_after for entry in entries],
-                [entry.type for entry in entries],
-                [account_id for account_id, _ in changed],
-                [delta for _, delta in changed],
-            ],
-        )
-        created_at, entry_ids = cursor.fetchone()
-    # The objects as saved rows: what the database stored, no longer to be inserted.
-    for txn in transactions:
-        txn.created_at = created_at
-        txn._state.adding, txn._state.db = False, connection.alias
-    for entry, entry_id in zip(entries, entry_ids, strict=True):
-        entry.id, entry.created_at = entry_id, created_at
-        entry._state.adding, entry._state.db = False, connection.alias
-    for command, _, _ in to_write:
-        metrics.LEDGER_TRANSACTIONS.labels(command.type).inc()
-        metrics.LEDGER_MOVED.labels(command.type).inc(sum(leg.amount for leg in command.legs if leg.amount > 0))
+
+    def read(rows: list[tuple]) -> None:
+        ((written_at, entry_ids),) = rows
+        # The objects as saved rows: what the database stored, no longer to be inserted.
+        for txn in transactions:
+            txn.created_at = written_at
+            txn._state.adding, txn._state.db = False, connection.alias
+        for entry, entry_id in zip(entries, entry_ids, strict=True):
+            entry.id, entry.created_at = entry_id, written_at
+            entry._state.adding, entry._state.db = False, connection.alias
+        for command, _, _ in to_write:
+            metrics.LEDGER_TRANSACTIONS.labels(command.type).inc()
+            metrics.LEDGER_MOVED.labels(command.type).inc(sum(leg.amount for leg in command.legs if leg.amount > 0))
+
+    return Query(
+        _WRITE_SQL,
+        [
+            created_at,
+            [txn.id for txn in transactions],
+            [txn.type for txn in transactions],
+            [txn.note for txn in transactions],
+            [txn.reference for txn in transactions],
+            [entry.transaction_id for entry in entries],
+            [entry.account_id for entry in entries],
+            [entry.amount for entry in entries],
+            [entry.balance_after for entry in entries],
+            [entry.type for entry in entries],
+            [account_id for account_id, _ in changed],
+            [delta for _, delta in changed],
+        ],
+        read=read,
+    )
 
 
 def transaction_post(*, command: PostingCommand, accounts: Mapping[int, Account] | None = None) -> Posted:
@@ -276,13 +334,16 @@ def atomic():
 __all__ = [
     "Leg",
     "Posted",
+    "PostingBatch",
     "PostingCommand",
     "Rejected",
     "account_open",
     "accounts_lock",
+    "accounts_lock_query",
     "atomic",
     "system_account",
     "transaction_post",
+    "transactions_evaluate",
     "transactions_post",
     "with_retries",
 ]

@@ -29,7 +29,7 @@ from typing import Any
 from django.db import connection, transaction
 
 from ledger.posting import atomic, with_retries
-from wallets.models import IdempotencyKey
+from walletsite.db import Query, pipelined
 from walletsite.errors import (
     ApiError,
     IdempotencyKeyInUse,
@@ -76,7 +76,8 @@ def request_fingerprint(*, method: str, route: str, body: dict) -> str:
 
 
 def _stored(*, request: IdempotentRequest) -> Outcome | None:
-    row = idempotency_stored_many(requests=[request]).get((request.user_id, request.key))
+    (stored,) = pipelined(idempotency_stored_query(requests=[request]))
+    row = stored.get((request.user_id, request.key))
     return None if row is None else idempotency_outcome(request=request, row=row)
 
 
@@ -113,65 +114,74 @@ def idempotent_execute(*, request: IdempotentRequest, operation: Callable[[], tu
             except ApiError as refusal:
                 status, body = refusal.status, problem(refusal.code, refusal.detail, **refusal.extra)
             outcome = Outcome(status, body, replayed=False)
-            idempotency_record_many(answered=[(request, outcome)])
+            pipelined(idempotency_record_query(answered=[(request, outcome)]))
             return outcome
 
     return with_retries(attempt)
 
 
 # -- many requests in one transaction (the transfer batcher) -----------------------------
+#
+# Each statement as a Query, so that the batch sends it with its others in one round trip
+# (walletsite.db.pipelined).
 
 
-def idempotency_lock_many(*, requests: Sequence[IdempotentRequest]) -> list[bool]:
+@dataclass(frozen=True)
+class StoredAnswer:
+    """A key's stored row: the fingerprint of its request and the answer to replay."""
+
+    request_hash: str
+    status: int
+    body: dict
+
+
+def idempotency_lock_query(*, requests: Sequence[IdempotentRequest]) -> Query[list[bool]]:
     """Try the advisory lock of each request's key inside the current transaction, in one
     statement; False where another transaction holds it (409 idempotency_key_in_use). Read
-    the stored answers afterwards, in a later statement (idempotency_stored_many), so that
+    the stored answers afterwards, in a later statement (idempotency_stored_query), so that
     they include whatever the lock's previous holder committed."""
-    if not connection.in_atomic_block:
-        raise RuntimeError("idempotency_lock_many must run inside transaction.atomic")
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_try_advisory_xact_lock(k) FROM unnest(%s::bigint[]) WITH ORDINALITY AS u(k, i) ORDER BY i",
-            [[_advisory_key(request) for request in requests]],
-        )
-        return [locked for (locked,) in cursor.fetchall()]
-
-
-def idempotency_stored_many(*, requests: Sequence[IdempotentRequest]) -> dict[tuple[Any, str], IdempotencyKey]:
-    """The stored key rows of these requests, by (user id, key), in one statement."""
-    if not requests:
-        return {}
-    rows = IdempotencyKey.objects.raw(
-        "SELECT k.* FROM unnest(%s::uuid[], %s::text[]) AS c(user_id, key) "
-        "JOIN wallets_idempotencykey AS k ON k.user_id = c.user_id AND k.key = c.key",
-        [[request.user_id for request in requests], [request.key for request in requests]],
+    return Query(
+        "SELECT pg_try_advisory_xact_lock(k) FROM unnest(%s::bigint[]) WITH ORDINALITY AS u(k, i) ORDER BY i",
+        [[_advisory_key(request) for request in requests]],
+        read=lambda rows: [locked for (locked,) in rows],
     )
-    return {(row.user_id, row.key): row for row in rows}
 
 
-def idempotency_outcome(*, request: IdempotentRequest, row: IdempotencyKey) -> Outcome:
+def idempotency_stored_query(*, requests: Sequence[IdempotentRequest]) -> Query[dict[tuple[Any, str], StoredAnswer]]:
+    """The stored answers of these requests' keys, by (user id, key), in one statement."""
+    return Query(
+        "SELECT k.user_id, k.key, k.request_hash, k.response_status, k.response_body"
+        " FROM unnest(%s::uuid[], %s::text[]) AS c(user_id, key)"
+        " JOIN wallets_idempotencykey AS k ON k.user_id = c.user_id AND k.key = c.key",
+        [[request.user_id for request in requests], [request.key for request in requests]],
+        # jsonb arrives as text (Django's loaders leave JSON to the model field).
+        read=lambda rows: {
+            (user_id, key): StoredAnswer(request_hash, status, json.loads(body))
+            for user_id, key, request_hash, status, body in rows
+        },
+    )
+
+
+def idempotency_outcome(*, request: IdempotentRequest, row: StoredAnswer) -> Outcome:
     """The replay of a stored answer; 422 if the key was used for a different request."""
     if row.request_hash != request.fingerprint:
         raise IdempotencyKeyReused("This Idempotency-Key was used with a different request")
-    return Outcome(row.response_status, row.response_body, replayed=True)
+    return Outcome(row.status, row.body, replayed=True)
 
 
-def idempotency_record_many(*, answered: Sequence[tuple[IdempotentRequest, Outcome]]) -> None:
+def idempotency_record_query(*, answered: Sequence[tuple[IdempotentRequest, Outcome]]) -> Query[list]:
     """Store the answers of requests that reached their money operation, in one INSERT."""
-    if not answered:
-        return
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "INSERT INTO wallets_idempotencykey"
-            " (user_id, key, request_hash, response_status, response_body, created_at)"
-            " SELECT u.user_id, u.key, u.hash, u.status, u.body::jsonb, statement_timestamp()"
-            " FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::int[], %s::text[])"
-            " AS u(user_id, key, hash, status, body)",
-            [
-                [request.user_id for request, _ in answered],
-                [request.key for request, _ in answered],
-                [request.fingerprint for request, _ in answered],
-                [outcome.status for _, outcome in answered],
-                [json.dumps(outcome.body) for _, outcome in answered],
-            ],
-        )
+    return Query(
+        "INSERT INTO wallets_idempotencykey"
+        " (user_id, key, request_hash, response_status, response_body, created_at)"
+        " SELECT u.user_id, u.key, u.hash, u.status, u.body::jsonb, statement_timestamp()"
+        " FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::int[], %s::text[])"
+        " AS u(user_id, key, hash, status, body)",
+        [
+            [request.user_id for request, _ in answered],
+            [request.key for request, _ in answered],
+            [request.fingerprint for request, _ in answered],
+            [outcome.status for _, outcome in answered],
+            [json.dumps(outcome.body) for _, outcome in answered],
+        ],
+    )

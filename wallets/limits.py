@@ -37,11 +37,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db import connection
-
 from accounts.models import Tier
 from ledger.models import Account, Transaction
 from wallets.models import Wallet
+from walletsite.db import Query, pipelined
 from walletsite.errors import LimitExceeded
 
 OUTGOING_TYPES = (Transaction.Type.TRANSFER, Transaction.Type.PAYMENT, Transaction.Type.WITHDRAWAL)
@@ -98,12 +97,19 @@ def outgoing_totals_many(*, account_ids, now: datetime | None = None) -> dict[in
     """The posted outgoing totals of the UTC day and month of `now` (default: the database's
     present; tests pass other times to check the day and month boundaries) of each account,
     in one statement."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _OUTGOING_SQL,
-            {"account_ids": list(account_ids), "now": now, "margin": BOUND_MARGIN, "types": list(OUTGOING_TYPES)},
-        )
-        return {account_id: Outgoing(today=int(today), this_month=int(month)) for account_id, today, month in cursor}
+    (totals,) = pipelined(outgoing_totals_query(account_ids=account_ids, now=now))
+    return totals
+
+
+def outgoing_totals_query(*, account_ids, now: datetime | None = None) -> Query[dict[int, Outgoing]]:
+    """outgoing_totals_many's statement, to run with others (walletsite.db.pipelined)."""
+    return Query(
+        _OUTGOING_SQL,
+        {"account_ids": list(account_ids), "now": now, "margin": BOUND_MARGIN, "types": list(OUTGOING_TYPES)},
+        read=lambda rows: {
+            account_id: Outgoing(today=int(today), this_month=int(month)) for account_id, today, month in rows
+        },
+    )
 
 
 def outgoing_totals(*, account_id: int, now: datetime | None = None) -> Outgoing:

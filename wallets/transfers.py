@@ -15,27 +15,29 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from django.db.models import Q
+from django.db import connection
 from django.utils import timezone
 
-from accounts.models import Pin, Tier, TokenFamily
-from accounts.pin import PIN_STATE_FIELDS, pin_evaluate
+from accounts.authentication import open_logins_query
+from accounts.models import Tier, User
+from accounts.pin import pin_evaluate, pins_lock_query, pins_save_query
 from ledger.batcher import Batcher
 from ledger.models import Account
-from ledger.outbox import outbox_emit_many
-from ledger.posting import Leg, Posted, PostingCommand, accounts_lock, transactions_post
+from ledger.outbox import outbox_emit_query
+from ledger.posting import Leg, Posted, PostingCommand, accounts_lock_query, transactions_evaluate
 from wallets.history import history_item
 from wallets.idempotency import (
     IdempotentRequest,
     Outcome,
-    idempotency_lock_many,
+    idempotency_lock_query,
     idempotency_outcome,
-    idempotency_record_many,
-    idempotency_stored_many,
+    idempotency_record_query,
+    idempotency_stored_query,
 )
-from wallets.limits import Outgoing, balance_ceiling_check, outgoing_limits_check, outgoing_totals_many
+from wallets.limits import Outgoing, balance_ceiling_check, outgoing_limits_check, outgoing_totals_query
 from wallets.models import Wallet
 from wallets.services import wallet_not_found, wallet_ref_parse
+from walletsite.db import Query, model_columns, model_from_row, pipelined
 from walletsite.errors import (
     ApiError,
     Forbidden,
@@ -134,24 +136,76 @@ def _refused(error: ApiError) -> Outcome:
     return Outcome(error.status, problem(error.code, error.detail, **error.extra), replayed=False)
 
 
+def _parties_query(*, user_ids, handles, wallet_ids) -> Query[list[Wallet]]:
+    """The wallets of these users, handles and ids, each with its owner (the names the
+    answer shows) and the owner's tier (`wallet.user.tier`)."""
+
+    def read(rows: list[tuple]) -> list[Wallet]:
+        wallets = []
+        for row in rows:
+            wallet = model_from_row(Wallet, row[:_WALLET_WIDTH])
+            user = User.from_db(connection.alias, _USER_FIELDS, (wallet.user_id, *row[_WALLET_WIDTH:_TIER_AT]))
+            user.tier = model_from_row(Tier, row[_TIER_AT:])
+            wallet.user = user
+            wallets.append(wallet)
+        return wallets
+
+    return Query(_PARTIES_SQL, [list(user_ids), list(handles), list(wallet_ids)], read=read)
+
+
+_USER_FIELDS = ["id", "name", "business_name", "tier_id"]
+_WALLET_WIDTH = len(Wallet._meta.concrete_fields)
+_TIER_AT = _WALLET_WIDTH + len(_USER_FIELDS) - 1
+_PARTIES_SQL = (
+    f"SELECT {model_columns(Wallet, 'w')}, u.name, u.business_name, u.tier_id, {model_columns(Tier, 't')}"  # noqa: S608
+    " FROM wallets_wallet AS w JOIN accounts_user AS u ON u.id = w.user_id"
+    " JOIN accounts_tier AS t ON t.code = u.tier_id"
+    " WHERE w.user_id = ANY(%s::uuid[]) OR w.handle = ANY(%s::text[]) OR w.id = ANY(%s::uuid[])"
+)
+
+
+def _statuses_query(*, wallet_ids) -> Query[dict]:
+    return Query("SELECT id, status FROM wallets_wallet WHERE id = ANY(%s::uuid[])", [list(wallet_ids)], read=dict)
+
+
+_CLOCK = Query("SELECT statement_timestamp()", [], read=lambda rows: rows[0][0])
+
+
 def transfers_execute(requests: Sequence[TransferRequest]) -> list[TransferAnswer]:
     """Answer a batch of transfer requests inside the caller's transaction: one Outcome (to
     send, and stored with its key when the request reached the money) or one ApiError (not
     stored: the client may fix the request and retry with the same key) per request, in
     order. No two requests of a batch have the same sender (the batcher's conflict key),
-    so the stored keys and outgoing totals read once hold for every request of it."""
-    answers: list[TransferAnswer | None] = [None] * len(requests)
+    so the stored keys and outgoing totals read once hold for every request of it.
 
-    # 1. The Idempotency-Key locks, then (a later statement, so it sees what the locks'
-    #    previous holders committed) the stored answers: replays need no PIN.
-    locked = idempotency_lock_many(requests=[r.idempotency for r in requests])
-    for i, is_locked in enumerate(locked):
-        if not is_locked:
-            answers[i] = IdempotencyKeyInUse("A request with this Idempotency-Key is still running; retry shortly")
-    stored = idempotency_stored_many(requests=[r.idempotency for i, r in enumerate(requests) if locked[i]])
+    Three round trips whatever the batch's size, each a pipeline of statements that do not
+    need one another's answers (walletsite.db.pipelined): the reads, the locks, the writes."""
+    answers: list[TransferAnswer | None] = [None] * len(requests)
+    idempotency = [r.idempotency for r in requests]
+    user_ids = {r.user_id for r in requests}
+
+    # 1. The Idempotency-Key locks, then (later statements, so they see what the locks'
+    #    previous holders committed) the stored answers, the logins, the PINs (locked, in
+    #    user order: concurrent guesses of one user queue), and the wallets: the senders' and
+    #    every recipient named. These are read for every request of the batch, replays
+    #    included, because none of them waits for the others' answers: a replay needs no PIN,
+    #    it only shares the row lock of its user's PIN until the batch commits.
+    refs = {i: wallet_ref_parse(r.to) for i, r in enumerate(requests)}
+    handles = [value for parsed in refs.values() if parsed and parsed[0] == "handle" for value in parsed[1:]]
+    ids = [value for parsed in refs.values() if parsed and parsed[0] == "id" for value in parsed[1:]]
+    locked, stored, open_logins, pins, wallets = pipelined(
+        idempotency_lock_query(requests=idempotency),
+        idempotency_stored_query(requests=idempotency),
+        open_logins_query(family_ids=[r.family_id for r in requests]),
+        pins_lock_query(user_ids=user_ids),
+        _parties_query(user_ids=user_ids, handles=handles, wallet_ids=ids),
+    )
     for i, request in enumerate(requests):
+        if not locked[i]:
+            answers[i] = IdempotencyKeyInUse("A request with this Idempotency-Key is still running; retry shortly")
+            continue
         row = stored.get((request.user_id, request.idempotency.key))
-        if answers[i] is None and row is not None:
+        if row is not None:
             try:
                 answers[i] = idempotency_outcome(request=request.idempotency, row=row)
             except ApiError as error:
@@ -160,30 +214,10 @@ def transfers_execute(requests: Sequence[TransferRequest]) -> list[TransferAnswe
     if not live:
         return answers  # type: ignore[return-value]
 
-    # 2. Logins, PINs (locked, in user order: concurrent guesses of one user queue), and the
-    #    wallets: the senders' and every recipient named.
-    user_ids = {requests[i].user_id for i in live}
-    open_logins = set(
-        TokenFamily.objects.filter(
-            id__in=[requests[i].family_id for i in live], revoked_at__isnull=True, user__is_active=True
-        ).values_list("id", flat=True)
-    )
-    pins = {
-        pin.user_id: pin for pin in Pin.objects.select_for_update().filter(user_id__in=user_ids).order_by("user_id")
-    }
-    refs = {i: wallet_ref_parse(requests[i].to) for i in live}
-    handles = [value for parsed in refs.values() if parsed and parsed[0] == "handle" for value in parsed[1:]]
-    ids = [value for parsed in refs.values() if parsed and parsed[0] == "id" for value in parsed[1:]]
-    wallets = list(
-        Wallet.objects.select_related("user__tier").filter(
-            Q(user_id__in=user_ids) | Q(handle__in=handles) | Q(id__in=ids)
-        )
-    )
     by_user = {wallet.user_id: wallet for wallet in wallets}
     by_ref = {("handle", wallet.handle): wallet for wallet in wallets} | {
         ("id", wallet.id): wallet for wallet in wallets
     }
-
     now = timezone.now()
     changed_pins: dict = {}
     moving: list[tuple[int, Wallet, Wallet]] = []
@@ -213,13 +247,17 @@ def transfers_execute(requests: Sequence[TransferRequest]) -> list[TransferAnswe
         else:
             moving.append((i, sender, recipient))
 
-    # 3. The posting: the accounts locked in id order, then (under those locks) the wallets'
-    #    statuses and the senders' outgoing totals, then every transfer evaluated in order.
+    # 2. The posting: the accounts locked in id order, then (under those locks) the wallets'
+    #    statuses, the senders' outgoing totals and the time the batch's rows carry; then
+    #    every transfer evaluated in order.
+    writes: list[Query] = []
     if moving:
-        accounts = accounts_lock(account_ids={w.account_id for _, s, r in moving for w in (s, r)})
-        wallet_ids = {w.id for _, s, r in moving for w in (s, r)}
-        statuses = dict(Wallet.objects.filter(id__in=wallet_ids).values_list("id", "status"))
-        sent = outgoing_totals_many(account_ids=sorted({s.account_id for _, s, _ in moving}))
+        accounts, statuses, sent, created_at = pipelined(
+            accounts_lock_query(account_ids={w.account_id for _, s, r in moving for w in (s, r)}),
+            _statuses_query(wallet_ids={w.id for _, s, r in moving for w in (s, r)}),
+            outgoing_totals_query(account_ids=sorted({s.account_id for _, s, _ in moving})),
+            _CLOCK,
+        )
         tiers = {w.user_id: w.user.tier for _, s, r in moving for w in (s, r)}
         commands = [
             _transfer_command(
@@ -233,10 +271,9 @@ def transfers_execute(requests: Sequence[TransferRequest]) -> list[TransferAnswe
             )
             for i, s, r in moving
         ]
+        batch = transactions_evaluate(commands=commands, accounts=accounts, created_at=created_at)
         events = []
-        for (i, sender, recipient), result in zip(
-            moving, transactions_post(commands=commands, accounts=accounts), strict=True
-        ):
+        for (i, sender, recipient), result in zip(moving, batch.results, strict=True):
             if isinstance(result, Posted):
                 answers[i] = Outcome(
                     201, transfer_response(posted=result, sender=sender, recipient=recipient), replayed=False
@@ -245,15 +282,18 @@ def transfers_execute(requests: Sequence[TransferRequest]) -> list[TransferAnswe
                 events.append(("transfer.posted", payload))
             else:
                 answers[i] = _refused(result.error)
-        if events:
+        if batch.write is not None:
             # The outbox rows commit with the money (ledger.outbox), one INSERT for the batch.
-            outbox_emit_many(events=events)
+            writes += [batch.write, outbox_emit_query(events=events)]
 
+    # 3. The writes: the money and its events, the PINs' lockout state, the stored answers.
     if changed_pins:
-        Pin.objects.bulk_update(list(changed_pins.values()), PIN_STATE_FIELDS)
-    idempotency_record_many(
-        answered=[(requests[i].idempotency, answers[i]) for i in live if isinstance(answers[i], Outcome)]
-    )
+        writes.append(pins_save_query(records=list(changed_pins.values())))
+    answered = [(requests[i].idempotency, answers[i]) for i in live if isinstance(answers[i], Outcome)]
+    if answered:
+        writes.append(idempotency_record_query(answered=answered))
+    if writes:
+        pipelined(*writes)
     return answers  # type: ignore[return-value]
 
 

@@ -160,8 +160,9 @@ def test_accounts_are_locked_in_id_order_with_one_statement():
         locked = accounts_lock(account_ids=[c.id, a.id, b.id, a.id])
     # then: one SELECT ... ORDER BY id FOR NO KEY UPDATE, rows back in id order
     (query,) = [q["sql"] for q in queries.captured_queries if "FOR NO KEY UPDATE" in q["sql"]]
-    assert 'ORDER BY "ledger_account"."id" ASC' in query
+    assert "ORDER BY a.id FOR NO KEY UPDATE OF a" in query
     assert list(locked) == sorted([a.id, b.id, c.id])
+    assert [account.balance for account in locked.values()] == [0, 0, 0]
 
 
 def test_unknown_accounts_are_a_programming_error():

@@ -21,7 +21,7 @@ from ledger.models import Entry, OutboxEvent
 from ledger.tests.faults import backend_killer
 from ledger.tests.invariants import assert_ledger_consistent
 from wallets.models import IdempotencyKey
-from wallets.tests.factories import auth_header, register_user
+from wallets.tests.factories import DEFAULT_PIN, auth_header, register_user
 from wallets.tests.money import balance_of, fund, transfer
 from wallets.transfers import TRANSFERS
 
@@ -171,6 +171,54 @@ def test_the_balance_ceiling_counts_earlier_credits_of_the_same_batch(monkeypatc
     codes = [(r.status_code, r.json().get("code")) for r in responses]
     assert codes == [(201, None), (422, "limit_exceeded"), (422, "limit_exceeded")], codes
     assert balance_of(receiver) == 4_900
+    assert_ledger_consistent()
+
+
+def test_a_batch_is_three_round_trips_and_its_answers_are_what_it_stored(monkeypatch, holder):
+    # given: three senders, one of them with a wrong PIN (so a PIN row is saved too)
+    import wallets.transfers
+
+    senders = [_funded() for _ in range(3)]
+    recipient = register_user()[1]
+    trips: list[int] = []
+    run = wallets.transfers.pipelined
+
+    def counted(*queries):
+        trips.append(len(queries))
+        return run(*queries)
+
+    monkeypatch.setattr(wallets.transfers, "pipelined", counted)
+    # when
+    responses = _as_one_batch(
+        monkeypatch,
+        holder,
+        [
+            lambda auth=auth, n=n: transfer(
+                APIClient(), auth, to=recipient.handle, amount=10, pin="9999" if n == 1 else DEFAULT_PIN
+            )
+            for n, (_, _, auth) in enumerate(senders)
+        ],
+    )
+    # then: each batch was three pipelines: the reads (key locks, stored answers, logins,
+    # PINs, wallets), the locks (accounts, statuses, outgoing totals, the clock) and the
+    # writes (the posting, its events, the PIN state, the stored answers)
+    assert BATCHES == [1, 3]
+    assert trips == [5, 4, 3, 5, 4, 4]
+    assert [r.status_code for r in responses] == [201, 403, 201]
+    # and: each answer carries the rows as the database holds them, and is the stored answer
+    for (user, _, _), response in zip(senders, responses, strict=True):
+        if response.status_code != 201:
+            continue
+        body = response.json()
+        entry = Entry.objects.select_related("transaction").get(
+            transaction_id=body["transaction"]["id"], account__wallet__user=user
+        )
+        assert body["transaction"]["created_at"] == entry.created_at.isoformat().replace("+00:00", "Z")
+        assert entry.transaction.created_at == entry.created_at
+        assert body["balance"] == entry.balance_after == balance_of(user.wallet)
+        stored = IdempotencyKey.objects.get(user=user)
+        assert (stored.response_status, stored.response_body) == (201, body)
+    assert Pin.objects.get(user=senders[1][0]).failed_attempts == 1
     assert_ledger_consistent()
 
 
