@@ -316,6 +316,39 @@ def test_a_lost_commit_answers_503_and_the_retry_moves_the_money_once(monkeypatc
     assert_ledger_consistent()
 
 
+def test_a_backend_dying_before_the_writes_pipeline_splits_the_batch_and_moves_money_once(monkeypatch, holder):
+    # given: four senders queued as one batch, whose database session is terminated just
+    # before its third pipeline (the writes) is sent
+    import wallets.transfers
+
+    senders = [_funded() for _ in range(4)]
+    recipient = register_user()[1]
+    run, kill, calls = wallets.transfers.pipelined, backend_killer(), []
+
+    def dying(*queries):
+        calls.append(len(queries))
+        if len(calls) == 6:  # the holder's batch made calls 1-3; this is the batch's writes
+            kill()
+        return run(*queries)
+
+    monkeypatch.setattr(wallets.transfers, "pipelined", dying)
+    # when
+    responses = _as_one_batch(
+        monkeypatch,
+        holder,
+        [lambda auth=auth: transfer(APIClient(), auth, to=recipient.handle, amount=25) for _, _, auth in senders],
+    )
+    # then: nothing of the failed attempt committed; the batch ran again as two halves on a
+    # new connection, and every transfer moved its money once
+    assert BATCHES == [1, 4, 2, 2]
+    assert [r.status_code for r in responses] == [201] * 4
+    assert balance_of(recipient) == 100
+    assert [balance_of(wallet) for _, wallet, _ in senders] == [975] * 4
+    assert IdempotencyKey.objects.filter(user__in=[user for user, _, _ in senders]).count() == 4
+    assert Entry.objects.filter(account__wallet=recipient).count() == 4
+    assert_ledger_consistent()
+
+
 def test_hammering_one_merchant_from_many_threads_with_retries():
     # given: 40 senders with 500 each, all paying one merchant, every request sent twice
     senders = []
