@@ -24,7 +24,7 @@ from django.db.models import F
 from django.db.models.functions import Now
 
 from ledger.models import OutboxEvent
-from walletsite.db import Query, pipelined
+from walletsite.db import Query
 
 # Retries back off exponentially from this, up to the maximum, so a consumer that is down
 # for an hour is retried about once a minute at first and then hourly, never in a tight loop.
@@ -69,13 +69,9 @@ def _emittable(type: str) -> None:
         raise ValueError(f"bad event type {type!r}")
 
 
-def outbox_emit_many(*, events: list[tuple[str, dict[str, Any]]]) -> None:
-    """Record many (type, payload) events in one INSERT, under outbox_emit's rules."""
-    pipelined(outbox_emit_query(events=events))
-
-
 def outbox_emit_query(*, events: list[tuple[str, dict[str, Any]]]) -> Query[list]:
-    """outbox_emit_many's INSERT, to run with other statements (walletsite.db.pipelined)."""
+    """The INSERT that records many (type, payload) events at once, under outbox_emit's
+    rules, for a caller that runs it with its other statements (walletsite.db.pipelined)."""
     for type, _ in events:
         _emittable(type)
     return Query(

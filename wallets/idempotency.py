@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import transaction
 
 from ledger.posting import atomic, with_retries
 from walletsite.db import Query, pipelined
@@ -75,8 +75,7 @@ def request_fingerprint(*, method: str, route: str, body: dict) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _stored(*, request: IdempotentRequest) -> Outcome | None:
-    (stored,) = pipelined(idempotency_stored_query(requests=[request]))
+def _replay(*, request: IdempotentRequest, stored: dict) -> Outcome | None:
     row = stored.get((request.user_id, request.key))
     return None if row is None else idempotency_outcome(request=request, row=row)
 
@@ -85,7 +84,8 @@ def idempotent_replay(*, request: IdempotentRequest) -> Outcome | None:
     """The stored answer for this key, if its request completed; 422 if the key was used
     for a different request. Called before the PIN check, so a replay needs no PIN and
     costs no guess."""
-    return _stored(request=request)
+    (stored,) = pipelined(idempotency_stored_query(requests=[request]))
+    return _replay(request=request, stored=stored)
 
 
 def _advisory_key(request: IdempotentRequest) -> int:
@@ -99,14 +99,15 @@ def idempotent_execute(*, request: IdempotentRequest, operation: Callable[[], tu
 
     def attempt() -> Outcome:
         with atomic():
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_advisory_key(request)])
-                (locked,) = cursor.fetchone()
+            # The lock, then (a later statement) the stored answer: one round trip.
+            (locked,), stored = pipelined(
+                idempotency_lock_query(requests=[request]), idempotency_stored_query(requests=[request])
+            )
             if not locked:
                 raise IdempotencyKeyInUse("A request with this Idempotency-Key is still running; retry shortly")
-            stored = _stored(request=request)
-            if stored is not None:
-                return stored
+            replay = _replay(request=request, stored=stored)
+            if replay is not None:
+                return replay
             try:
                 # A savepoint: a refused operation leaves nothing behind but its answer.
                 with transaction.atomic():
@@ -120,9 +121,9 @@ def idempotent_execute(*, request: IdempotentRequest, operation: Callable[[], tu
     return with_retries(attempt)
 
 
-# -- many requests in one transaction (the transfer batcher) -----------------------------
+# -- the statements, for one request or many (the transfer batcher) ---------------------
 #
-# Each statement as a Query, so that the batch sends it with its others in one round trip
+# Each statement as a Query, so that a caller sends it with its others in one round trip
 # (walletsite.db.pipelined).
 
 
