@@ -6,13 +6,13 @@ read back from the database."""
 from __future__ import annotations
 
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django.db import DataError, connection
 
 from ledger.batcher import Batcher, CommitOutcomeUnknown
+from ledger.tests.batching import queue_in_order
 from ledger.tests.faults import backend_killer
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -73,14 +73,7 @@ def _submit_all(batcher: Batcher, recorder: Recorder, commands: list[tuple[int, 
     with ThreadPoolExecutor(max_workers=len(commands) + 1) as pool:
         first = pool.submit(submit, (1000, "first"))
         assert recorder.entered.wait(30)
-        futures = []
-        for command in commands:
-            # One at a time, so that they queue in the order given.
-            futures.append(pool.submit(submit, command))
-            deadline = time.monotonic() + 30
-            while len(batcher._queue) < len(futures):
-                assert time.monotonic() < deadline, "the commands did not queue"
-                time.sleep(0.002)
+        futures = queue_in_order(pool, batcher, [lambda command=command: submit(command) for command in commands])
         recorder.release.set()
         return [f.result(timeout=60) for f in futures] + [first.result(timeout=60)]
 

@@ -5,7 +5,6 @@ transaction, and each still succeeds or fails on its own, exactly as it would al
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +17,7 @@ from accounts.models import Pin, Tier
 from accounts.tiers import user_tier_change
 from accounts.tokens import session_logout
 from ledger.models import Entry, OutboxEvent
+from ledger.tests.batching import queue_in_order
 from ledger.tests.faults import backend_killer
 from ledger.tests.invariants import assert_ledger_consistent
 from wallets.models import IdempotencyKey
@@ -77,14 +77,7 @@ def _as_one_batch(monkeypatch, holder, calls: list) -> list:
     with ThreadPoolExecutor(max_workers=len(calls) + 1) as pool:
         first = pool.submit(run, lambda: transfer(APIClient(), h_auth, to=h_to.handle, amount=1))
         assert entered.wait(30)
-        futures = []
-        for call in calls:
-            # One at a time, so that they queue in the order given.
-            futures.append(pool.submit(run, call))
-            deadline = time.monotonic() + 30
-            while len(TRANSFERS._queue) < len(futures):
-                assert time.monotonic() < deadline, "the requests did not queue"
-                time.sleep(0.002)
+        futures = queue_in_order(pool, TRANSFERS, [lambda call=call: run(call) for call in calls])
         release.set()
         assert first.result(timeout=60).status_code == 201
         return [f.result(timeout=60) for f in futures]
