@@ -262,7 +262,10 @@ class WalletViewSet(ApiViewSet):
                 "The transfer's outcome is not known yet; retry with the same Idempotency-Key", retry_after=1
             ) from None
         if isinstance(answer, ApiError):
-            raise answer
+            try:
+                raise answer
+            finally:
+                del answer  # else this frame and the error's traceback hold each other
         return render_outcome(answer)
 
     @extend_schema(

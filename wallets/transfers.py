@@ -146,13 +146,16 @@ def _parties_query(*, user_ids, handles, wallet_ids) -> Query[list[Wallet]]:
             wallet = model_from_row(Wallet, row[:_WALLET_WIDTH])
             user = User.from_db(connection.alias, _USER_FIELDS, (wallet.user_id, *row[_WALLET_WIDTH:_TIER_AT]))
             user.tier = model_from_row(Tier, row[_TIER_AT:])
-            wallet.user = user
+            # Cached on the wallet alone: `wallet.user = user` would also cache the wallet on
+            # the user, and the pair would outlive the batch as cyclic garbage.
+            _WALLET_USER.set_cached_value(wallet, user)
             wallets.append(wallet)
         return wallets
 
     return Query(_PARTIES_SQL, [list(user_ids), list(handles), list(wallet_ids)], read=read)
 
 
+_WALLET_USER = Wallet._meta.get_field("user")
 _USER_FIELDS = ["id", "name", "business_name", "tier_id"]
 _WALLET_WIDTH = len(Wallet._meta.concrete_fields)
 _TIER_AT = _WALLET_WIDTH + len(_USER_FIELDS) - 1
@@ -209,7 +212,7 @@ def transfers_execute(requests: Sequence[TransferRequest]) -> list[TransferAnswe
             try:
                 answers[i] = idempotency_outcome(request=request.idempotency, row=row)
             except ApiError as error:
-                answers[i] = error
+                answers[i] = error.with_traceback(None)  # no cycle through its frames (posting)
     live = [i for i in range(len(requests)) if answers[i] is None]
     if not live:
         return answers  # type: ignore[return-value]
@@ -236,7 +239,7 @@ def transfers_execute(requests: Sequence[TransferRequest]) -> list[TransferAnswe
             if refusal is not None:
                 raise refusal
         except ApiError as error:
-            answers[i] = error
+            answers[i] = error.with_traceback(None)  # no cycle through its frames (posting)
             continue
         # From here on the request reached the money operation: its answer is stored.
         recipient = by_ref.get(refs[i]) if refs[i] else None

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from rest_framework.exceptions import MethodNotAllowed
+from rest_framework.response import Response
 from rest_framework.viewsets import GenericViewSet
+
+
+def _forget_itself(response: Response) -> None:
+    # DRF's rendered_content puts the response into its own renderer_context.
+    response.renderer_context.pop("response", None)
 
 
 class ApiViewSet(GenericViewSet):
@@ -15,6 +21,12 @@ class ApiViewSet(GenericViewSet):
     - `@action(authentication_classes=..., permission_classes=..., throttle_classes=...)` is
       honoured. A router passes those to the view as init arguments; an explicit as_view does
       not.
+    - Once dispatched, the view lets go of its request and response, and the rendered
+      response of itself: DRF leaves the view, its request and the response pointing at one
+      another (`view.response`, the handlers as_view binds onto the view, the request's
+      `parser_context`, the response in its own `renderer_context`), so without this every
+      request's objects, the page it answered included, would live on as cyclic garbage
+      until a garbage collection that stops the whole process to free them by the hundred.
     """
 
     metadata_class = None
@@ -23,6 +35,19 @@ class ApiViewSet(GenericViewSet):
         if request.method.lower() not in self.action_map:
             raise MethodNotAllowed(request.method)
         super().initial(request, *args, **kwargs)
+
+    def dispatch(self, request, *args, **kwargs):
+        response = super().dispatch(request, *args, **kwargs)
+        # What rendering needs is on the response (renderer, media type, renderer_context);
+        # nothing reads the view after dispatch.
+        drf_request = self.request
+        if isinstance(getattr(drf_request, "parser_context", None), dict):
+            drf_request.parser_context.pop("request", None)
+            drf_request.parser_context.pop("view", None)
+        self.__dict__.clear()
+        if isinstance(response, Response):
+            response.add_post_render_callback(_forget_itself)
+        return response
 
     def _action_option(self, name: str):
         # DRF sets self.action only after it has asked for the authenticators, so the action
