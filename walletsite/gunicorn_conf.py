@@ -113,6 +113,21 @@ def post_fork(server, worker) -> None:
     _die_with(server.pid)()
 
 
+def post_worker_init(worker) -> None:
+    """The worker has loaded the application: import every view now (the URLconf names
+    them all), then move everything alive at this point out of the garbage collector's
+    reach (gc.freeze). Those objects (modules, classes, settings, caches) live as long as
+    the process, and a full collection would otherwise walk all ~100,000 of them, holding
+    every thread of the worker for 60-80 ms on this machine."""
+    import gc
+
+    from django.urls import get_resolver
+
+    get_resolver().url_patterns  # noqa: B018 - imports the views
+    gc.collect()
+    gc.freeze()
+
+
 def child_exit(server, worker) -> None:
     """A worker exited: its live gauges stop counting (its counters stay, as Prometheus
     expects counters to)."""
