@@ -191,9 +191,7 @@ def transactions_evaluate(
             _evaluate(command, accounts)
         except ApiError as error:
             metrics.LEDGER_REJECTIONS.labels(error.code).inc()
-            # A refusal is kept as an answer, without its traceback: the traceback's frames
-            # (this one, with `results`) would hold it in a reference cycle.
-            results.append(Rejected(command, error.with_traceback(None)))
+            results.append(Rejected(command, error.as_answer()))
             continue
         txn = Transaction(type=command.type, note=command.note, reference=command.reference, created_at=created_at)
         entries = []

@@ -212,7 +212,7 @@ def transfers_execute(requests: Sequence[TransferRequest]) -> list[TransferAnswe
             try:
                 answers[i] = idempotency_outcome(request=request.idempotency, row=row)
             except ApiError as error:
-                answers[i] = error.with_traceback(None)  # no cycle through its frames (posting)
+                answers[i] = error.as_answer()
     live = [i for i in range(len(requests)) if answers[i] is None]
     if not live:
         return answers  # type: ignore[return-value]
@@ -239,7 +239,7 @@ def transfers_execute(requests: Sequence[TransferRequest]) -> list[TransferAnswe
             if refusal is not None:
                 raise refusal
         except ApiError as error:
-            answers[i] = error.with_traceback(None)  # no cycle through its frames (posting)
+            answers[i] = error.as_answer()
             continue
         # From here on the request reached the money operation: its answer is stored.
         recipient = by_ref.get(refs[i]) if refs[i] else None

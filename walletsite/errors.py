@@ -87,6 +87,12 @@ class ApiError(Exception):
     def status(self) -> int:
         return CATALOG[self.code][0]
 
+    def as_answer(self) -> ApiError:
+        """This refusal, to keep as a result rather than raise: without its traceback, whose
+        frames (the caller's, holding the list the answer goes into) would otherwise keep it
+        and them alive in a reference cycle until the garbage collector runs."""
+        return self.with_traceback(None)
+
 
 def _error(code: str) -> type[ApiError]:
     return type("".join(part.title() for part in code.split("_")), (ApiError,), {"code": code})

@@ -40,10 +40,7 @@ class ApiViewSet(GenericViewSet):
         response = super().dispatch(request, *args, **kwargs)
         # What rendering needs is on the response (renderer, media type, renderer_context);
         # nothing reads the view after dispatch.
-        drf_request = self.request
-        if isinstance(getattr(drf_request, "parser_context", None), dict):
-            drf_request.parser_context.pop("request", None)
-            drf_request.parser_context.pop("view", None)
+        self.request.parser_context.clear()
         self.__dict__.clear()
         if isinstance(response, Response):
             response.add_post_render_callback(_forget_itself)
