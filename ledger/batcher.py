@@ -1,14 +1,17 @@
 """Group commit: money commands that arrive while a batch is in flight share one database
 transaction, and so one WAL flush and one round of locks.
 
-A `Batcher` belongs to one process. Request threads `submit` a command and wait; one
-batcher thread takes every command queued at that moment (up to `max_batch`) and hands them
-to `execute`, which runs inside one durable transaction on the batcher thread's own
-connection and returns one result per command. Nothing waits for a batch to fill: a command
-that arrives while the database is idle is a batch of one at once, and the commands that
-arrive while a batch is in flight form the next one. Under load the batches grow by
-themselves, and a hot account (everyone paying one merchant) is locked and committed once
-per batch instead of once per command.
+A `Batcher` belongs to one process. Request threads `submit` a command; when no batch is in
+flight, the submitting thread leads: it takes every command queued at that moment (up to
+`max_batch`, its own first) and hands them to `execute`, which runs inside one durable
+transaction on that thread's connection and returns one result per command. The commands
+that arrive meanwhile queue, and their threads wait. Once its batch is answered, the leader
+hands the lead to the oldest command still queued, whose thread wakes and runs the next
+batch (with everything queued by then), and the leader goes back to its own request. Nothing
+waits for a batch to fill: a command that arrives while the database is idle is a batch of
+one at once, run by its own thread without a hand-over to another; under load the batches
+grow by themselves, and a hot account (everyone paying one merchant) is locked and committed
+once per batch instead of once per command.
 
 Each command still succeeds or fails on its own: `execute` evaluates them in order and
 returns a refusal (insufficient funds, a wrong PIN) as that command's result, not as an
@@ -69,7 +72,11 @@ class BatchTimeout(Exception):
 class _Pending(Generic[C, R]):
     command: C
     conflict: Hashable
-    done: threading.Event = field(default_factory=threading.Event)
+    # Set when the command is answered, or when its thread is to lead the next batch.
+    wake: threading.Event = field(default_factory=threading.Event)
+    lead: bool = False
+    taken: bool = False
+    answered: bool = False
     result: R | None = None
     error: BaseException | None = None
 
@@ -90,12 +97,12 @@ class Batcher(Generic[C, R]):
         self.max_batch = max_batch
         self.timeout = timeout
         self._queue: collections.deque[_Pending[C, R]] = collections.deque()
-        self._ready = threading.Condition()
+        self._lock = threading.Lock()
+        # A thread is running a batch, or has been told to run the next one.
+        self._leading = False
         self._pid: int | None = None
-        # Test hook: called on the batcher thread after `execute` returned, just before COMMIT.
+        # Test hook: called on the leading thread after `execute` returned, just before COMMIT.
         self.before_commit: Callable[[], None] | None = None
-
-    # -- request threads ---------------------------------------------------------------
 
     def submit(self, command: C) -> R:
         """Run `command` in the next batch and return its result; raise what made its batch
@@ -103,31 +110,31 @@ class Batcher(Generic[C, R]):
         if connection.in_atomic_block or not settings.WALLET["GROUP_COMMIT"]:
             return self._commit([command])[0]
         pending = _Pending(command, self.conflict_key(command))
-        with self._ready:
-            self._start_if_needed()
+        with self._lock:
+            if self._pid != os.getpid():  # forked (gunicorn): nothing of the parent's is ours
+                self._pid, self._leading = os.getpid(), False
+                self._queue.clear()
             self._queue.append(pending)
-            self._ready.notify()
-        if not pending.done.wait(self.timeout):
-            raise BatchTimeout(f"no answer from the {self.name} batcher within {self.timeout} s")
+            pending.lead = not self._leading
+            self._leading = True
+        if not pending.lead and not pending.wake.wait(self.timeout):
+            with self._lock:
+                if not pending.taken and not pending.lead:
+                    self._queue.remove(pending)
+                if not pending.lead and not pending.answered:
+                    raise BatchTimeout(f"no answer from the {self.name} batcher within {self.timeout} s")
+        if not pending.answered:
+            self._lead(pending)
         if pending.error is not None:
             raise pending.error
         return pending.result  # type: ignore[return-value]
 
-    def _start_if_needed(self) -> None:
-        # One thread per process, started by the first command (after gunicorn forked).
-        if self._pid != os.getpid():
-            self._pid = os.getpid()
-            self._queue.clear()
-            threading.Thread(target=self._loop, name=f"batcher-{self.name}", daemon=True).start()
-
-    # -- the batcher thread ------------------------------------------------------------
+    # -- the leading thread ------------------------------------------------------------
 
     def _take(self) -> list[_Pending[C, R]]:
         """The queued commands, oldest first, up to max_batch, none two with one conflict
         key; the others stay queued in their order."""
-        with self._ready:
-            while not self._queue:
-                self._ready.wait()
+        with self._lock:
             batch: list[_Pending[C, R]] = []
             seen: set[Hashable] = set()
             kept: list[_Pending[C, R]] = []
@@ -137,26 +144,40 @@ class Batcher(Generic[C, R]):
                     kept.append(pending)
                     continue
                 seen.add(pending.conflict)
+                pending.taken = True
                 batch.append(pending)
             self._queue.extendleft(reversed(kept))
             return batch
 
-    def _loop(self) -> None:
-        while True:
-            batch = self._take()
-            try:
-                self._run(batch)
-            except BaseException as exc:  # the thread must never die with waiters
-                logger.exception("batcher failed", extra={"batcher": self.name})
+    def _lead(self, own: _Pending[C, R]) -> None:
+        """Run batches on this thread and its connection until `own` is answered (its first
+        batch, unless an earlier command of the same conflict key held it back), then hand
+        the lead to the oldest command still queued, whose thread runs the next batch."""
+        try:
+            while not own.answered:
+                batch = self._take()
+                try:
+                    self._run(batch)
+                except BaseException as exc:  # every waiter must be answered
+                    logger.exception("batch failed", extra={"batcher": self.name})
+                    for pending in batch:
+                        if pending.error is None and pending.result is None:
+                            pending.error = exc
                 for pending in batch:
-                    if pending.error is None and pending.result is None:
-                        pending.error = exc
-            if not self._queue:
-                # Idle: the connection goes back to the pool (and a test database can be
-                # dropped) before the waiters are answered.
-                connection.close()
-            for pending in batch:
-                pending.done.set()
+                    pending.answered = True
+                    pending.wake.set()
+        finally:
+            with self._lock:
+                if not own.answered:  # left by an exception before its batch ran
+                    if own in self._queue:
+                        self._queue.remove(own)
+                    own.answered, own.error = True, own.error or BatchTimeout("the batch did not run")
+                if self._queue:
+                    successor = self._queue[0]
+                    successor.lead = True
+                    successor.wake.set()
+                else:
+                    self._leading = False
 
     def _run(self, batch: list[_Pending[C, R]]) -> None:
         """Set each command's result or error (the caller wakes the waiters)."""
@@ -190,8 +211,8 @@ class Batcher(Generic[C, R]):
 
         def attempt() -> list[R]:
             if not connection.in_atomic_block and connection.errors_occurred:
-                # A connection that broke in an earlier batch is replaced before this one
-                # (the batcher thread keeps its connection from batch to batch otherwise).
+                # A connection of this thread that broke in an earlier batch is replaced
+                # before this one (a thread that leads again keeps its connection otherwise).
                 if connection.connection is not None and not connection.is_usable():
                     connection.close()
                 connection.errors_occurred = False

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from django.db import DataError, connection
 
-from ledger.batcher import Batcher, CommitOutcomeUnknown
+from ledger.batcher import Batcher, BatchTimeout, CommitOutcomeUnknown
 from ledger.tests.batching import queue_in_order
 from ledger.tests.faults import backend_killer
 
@@ -40,12 +40,14 @@ class Recorder:
 
     def __init__(self, *, hold_first: bool = True) -> None:
         self.batches: list[list[int]] = []
+        self.threads: list[int] = []  # the thread that ran each batch
         self.entered = threading.Event()
         self.release = threading.Event()
         self._hold = hold_first
 
     def __call__(self, commands):
         self.batches.append([v for v, _ in commands])
+        self.threads.append(threading.get_ident())
         if self._hold:
             self._hold = False
             self.entered.set()
@@ -135,3 +137,69 @@ def test_a_lost_commit_is_never_run_again_and_the_batcher_recovers(probe):
     # and: the next batch runs on a fresh connection
     assert batcher.submit((8, "a")) == "ok 8"
     assert _committed() == [8]
+
+
+def test_a_command_submitted_while_no_batch_is_in_flight_runs_on_its_own_thread(probe):
+    # given
+    recorder = Recorder(hold_first=False)
+    batcher = Batcher(name="test", execute=recorder, conflict_key=lambda c: c[1])
+    # when
+    result = batcher.submit((3, "a"))
+    # then: no hand-over to another thread
+    assert (result, recorder.threads) == ("ok 3", [threading.get_ident()])
+    assert _committed() == [3]
+
+
+def test_the_oldest_queued_command_leads_the_next_batch_on_its_own_thread(probe):
+    # given: three commands queued behind a held batch, each from a thread of its own
+    recorder = Recorder()
+    batcher = Batcher(name="test", execute=recorder, conflict_key=lambda c: c[1])
+    submitted_by: dict[int, int] = {}
+
+    def submit(command):
+        submitted_by[command[0]] = threading.get_ident()
+        try:
+            return batcher.submit(command)
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        first = pool.submit(submit, (1000, "first"))
+        assert recorder.entered.wait(30)
+        futures = queue_in_order(pool, batcher, [lambda v=v: submit((v, f"owner{v}")) for v in (1, 2, 3)])
+        recorder.release.set()
+        results = [f.result(timeout=60) for f in futures] + [first.result(timeout=60)]
+    # then: the first batch ran on the first command's thread, the next on the thread of the
+    # oldest command queued behind it, and every command was answered
+    assert recorder.batches == [[1000], [1, 2, 3]]
+    assert recorder.threads == [submitted_by[1000], submitted_by[1]]
+    assert results == ["ok 1", "ok 2", "ok 3", "ok 1000"]
+    assert _committed() == [1, 2, 3, 1000]
+
+
+def test_a_command_that_times_out_in_the_queue_leaves_it_and_never_runs(probe):
+    # given: a batcher that answers within 0.3 s, its first batch held for longer
+    recorder = Recorder()
+    batcher = Batcher(name="test", execute=recorder, conflict_key=lambda c: c[1], timeout=0.3)
+
+    def submit(command):
+        try:
+            return batcher.submit(command)
+        except Exception as exc:
+            return exc
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        first = pool.submit(submit, (1000, "first"))
+        assert recorder.entered.wait(30)
+        # when: a command queues behind it and its wait runs out
+        late = pool.submit(submit, (5, "b")).result(timeout=30)
+        recorder.release.set()
+        assert first.result(timeout=60) == "ok 1000"
+    # then: it was answered with a timeout and left the queue without running
+    assert isinstance(late, BatchTimeout)
+    assert recorder.batches == [[1000]] and not batcher._queue
+    # and: the next command leads a batch of its own at once
+    assert batcher.submit((6, "b")) == "ok 6"
+    assert _committed() == [6, 1000]
