@@ -40,6 +40,7 @@ connection: the same `execute`, the same durable transaction.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import threading
@@ -75,7 +76,6 @@ class _Pending(Generic[C, R]):
     # Set when the command is answered, or when its thread is to lead the next batch.
     wake: threading.Event = field(default_factory=threading.Event)
     lead: bool = False
-    taken: bool = False
     answered: bool = False
     result: R | None = None
     error: BaseException | None = None
@@ -119,9 +119,10 @@ class Batcher(Generic[C, R]):
             self._leading = True
         if not pending.lead and not pending.wake.wait(self.timeout):
             with self._lock:
-                if not pending.taken and not pending.lead:
-                    self._queue.remove(pending)
                 if not pending.lead and not pending.answered:
+                    # Still queued, it leaves the queue and never runs; in a batch in
+                    # flight, it may still run.
+                    self._forget(pending)
                     raise BatchTimeout(f"no answer from the {self.name} batcher within {self.timeout} s")
         if not pending.answered:
             self._lead(pending)
@@ -144,7 +145,6 @@ class Batcher(Generic[C, R]):
                     kept.append(pending)
                     continue
                 seen.add(pending.conflict)
-                pending.taken = True
                 batch.append(pending)
             self._queue.extendleft(reversed(kept))
             return batch
@@ -168,16 +168,19 @@ class Batcher(Generic[C, R]):
                     pending.wake.set()
         finally:
             with self._lock:
-                if not own.answered:  # left by an exception before its batch ran
-                    if own in self._queue:
-                        self._queue.remove(own)
-                    own.answered, own.error = True, own.error or BatchTimeout("the batch did not run")
+                if not own.answered:  # left by an exception (raised to its caller) before its batch ran
+                    self._forget(own)
                 if self._queue:
                     successor = self._queue[0]
                     successor.lead = True
                     successor.wake.set()
                 else:
                     self._leading = False
+
+    def _forget(self, pending: _Pending[C, R]) -> None:
+        """`pending` leaves the queue if it is still there (the caller holds the lock)."""
+        with contextlib.suppress(ValueError):
+            self._queue.remove(pending)
 
     def _run(self, batch: list[_Pending[C, R]]) -> None:
         """Set each command's result or error (the caller wakes the waiters)."""

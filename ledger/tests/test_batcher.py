@@ -60,22 +60,25 @@ class Recorder:
         return [f"ok {v}" for v, _ in commands]
 
 
+def _result_or_error(batcher: Batcher, command):
+    """`command`'s result, or the exception it raised, on a pool thread that then closes its
+    connection."""
+    try:
+        return batcher.submit(command)
+    except Exception as exc:
+        return exc
+    finally:
+        connection.close()
+
+
 def _submit_all(batcher: Batcher, recorder: Recorder, commands: list[tuple[int, str]]) -> list:
     """Submit a first command that holds the batcher, queue `commands` behind it, release,
     and return each command's result or exception (the first one's last)."""
-
-    def submit(command):
-        try:
-            return batcher.submit(command)
-        except Exception as exc:
-            return exc
-        finally:
-            connection.close()
-
     with ThreadPoolExecutor(max_workers=len(commands) + 1) as pool:
-        first = pool.submit(submit, (1000, "first"))
+        first = pool.submit(_result_or_error, batcher, (1000, "first"))
         assert recorder.entered.wait(30)
-        futures = queue_in_order(pool, batcher, [lambda command=command: submit(command) for command in commands])
+        calls = [lambda command=command: _result_or_error(batcher, command) for command in commands]
+        futures = queue_in_order(pool, batcher, calls)
         recorder.release.set()
         return [f.result(timeout=60) for f in futures] + [first.result(timeout=60)]
 
@@ -181,20 +184,11 @@ def test_a_command_that_times_out_in_the_queue_leaves_it_and_never_runs(probe):
     # given: a batcher that answers within 0.3 s, its first batch held for longer
     recorder = Recorder()
     batcher = Batcher(name="test", execute=recorder, conflict_key=lambda c: c[1], timeout=0.3)
-
-    def submit(command):
-        try:
-            return batcher.submit(command)
-        except Exception as exc:
-            return exc
-        finally:
-            connection.close()
-
     with ThreadPoolExecutor(max_workers=2) as pool:
-        first = pool.submit(submit, (1000, "first"))
+        first = pool.submit(_result_or_error, batcher, (1000, "first"))
         assert recorder.entered.wait(30)
         # when: a command queues behind it and its wait runs out
-        late = pool.submit(submit, (5, "b")).result(timeout=30)
+        late = pool.submit(_result_or_error, batcher, (5, "b")).result(timeout=30)
         recorder.release.set()
         assert first.result(timeout=60) == "ok 1000"
     # then: it was answered with a timeout and left the queue without running
