@@ -54,6 +54,9 @@ from django.db import InterfaceError, OperationalError, connection
 
 from ledger.posting import atomic, with_retries
 from walletsite import metrics
+from walletsite.db import CommitOutcomeUnknown, Query, pipelined
+
+__all__ = ["BatchTimeout", "Batcher", "CommitOutcomeUnknown", "Executed"]
 
 logger = logging.getLogger("ledger.batcher")
 
@@ -61,8 +64,13 @@ C = TypeVar("C")
 R = TypeVar("R")
 
 
-class CommitOutcomeUnknown(Exception):
-    """The connection failed while COMMIT was on its way: the batch may have committed."""
+@dataclass(frozen=True)
+class Executed(Generic[R]):
+    """What `execute` returns: one result per command, in order, and the statements that
+    write them, which the batcher sends with the batch's COMMIT in one round trip."""
+
+    results: list[R]
+    writes: Sequence[Query] = ()
 
 
 class BatchTimeout(Exception):
@@ -86,7 +94,7 @@ class Batcher(Generic[C, R]):
         self,
         *,
         name: str,
-        execute: Callable[[Sequence[C]], list[R]],
+        execute: Callable[[Sequence[C]], Executed[R]],
         conflict_key: Callable[[C], Hashable],
         max_batch: int = 64,
         timeout: float = 20.0,
@@ -101,7 +109,8 @@ class Batcher(Generic[C, R]):
         # A thread is running a batch, or has been told to run the next one.
         self._leading = False
         self._pid: int | None = None
-        # Test hook: called on the leading thread after `execute` returned, just before COMMIT.
+        # Test hook: called on the leading thread after `execute` returned, just before its
+        # writes and COMMIT are sent.
         self.before_commit: Callable[[], None] | None = None
 
     def submit(self, command: C) -> R:
@@ -219,18 +228,21 @@ class Batcher(Generic[C, R]):
                 if connection.connection is not None and not connection.is_usable():
                     connection.close()
                 connection.errors_occurred = False
-            committing = False
+            sent = False
             try:
                 with atomic():
-                    results = self.execute(commands)
+                    executed = self.execute(commands)
                     if self.before_commit is not None:
                         self.before_commit()
-                    committing = True
+                    # The writes and the COMMIT in one round trip; a connection that breaks
+                    # on the way raises CommitOutcomeUnknown (walletsite.db.pipelined).
+                    pipelined(*executed.writes, commit=True)
+                    sent = True
             except (OperationalError, InterfaceError) as exc:
-                if committing:
-                    raise CommitOutcomeUnknown("the connection failed during COMMIT") from exc
+                if sent:  # what fails after the COMMIT was answered must not run the batch again
+                    raise CommitOutcomeUnknown("the connection failed after COMMIT") from exc
                 raise
-            return results
+            return executed.results
 
         try:
             return with_retries(attempt)

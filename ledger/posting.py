@@ -121,6 +121,19 @@ def accounts_lock_query(*, account_ids: Iterable[int]) -> Query[dict[int, Accoun
     )
 
 
+def accounts_lock_selected_query(*, ids_sql: str, params: Sequence) -> Query[dict[int, Account]]:
+    """accounts_lock_query for the accounts whose ids a subquery selects (`ids_sql`: a SELECT
+    of one bigint column, with its `params`), for a caller that knows who owns the accounts
+    but not yet their ids: finding and locking them is one statement. The same lock order:
+    ascending by id (the locks are taken on the sorted rows)."""
+    return Query(
+        f"SELECT {_ACCOUNT_COLUMNS} FROM ledger_account AS a"  # noqa: S608 - the model's column names
+        f" WHERE a.id IN ({ids_sql}) ORDER BY a.id FOR NO KEY UPDATE OF a",
+        params,
+        read=lambda rows: {account.id: account for account in (model_from_row(Account, row) for row in rows)},
+    )
+
+
 _ACCOUNT_COLUMNS = model_columns(Account, "a")
 
 

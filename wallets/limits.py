@@ -50,7 +50,7 @@ BOUND_MARGIN = timedelta(days=1)
 
 # The day and the month are those of the database clock, which also stamps created_at (the
 # start of the posting's transaction); `now` replaces it in tests of the boundaries.
-_OUTGOING_SQL = """
+_OUTGOING_TEMPLATE = """
 WITH clock AS (
     SELECT
         date_trunc('day', coalesce(%(now)s::timestamptz, now()) AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS day_start,
@@ -66,7 +66,7 @@ WITH clock AS (
     )
 )
 SELECT a.id, o.today, o.this_month
-FROM unnest(%(account_ids)s::bigint[]) AS a(id)
+FROM @ACCOUNTS@ AS a(id)
 CROSS JOIN clock
 CROSS JOIN bound
 -- LATERAL with an aggregate: one index range scan of (account_id, id) per account, never a
@@ -83,6 +83,12 @@ CROSS JOIN LATERAL (
       AND e.type = ANY(%(types)s)
 ) AS o
 """
+_OUTGOING_SQL = _OUTGOING_TEMPLATE.replace("@ACCOUNTS@", "unnest(%(account_ids)s::bigint[])")
+# The same totals for the accounts of the wallets of these users: for a caller that knows the
+# senders but not yet their accounts (the transfer batch reads both in one round trip).
+_OUTGOING_OF_USERS_SQL = _OUTGOING_TEMPLATE.replace(
+    "@ACCOUNTS@", "(SELECT w.account_id FROM wallets_wallet AS w WHERE w.user_id = ANY(%(user_ids)s::uuid[]))"
+)
 
 
 @dataclass(frozen=True)
@@ -101,11 +107,21 @@ def outgoing_totals_many(*, account_ids, now: datetime | None = None) -> dict[in
     return totals
 
 
-def outgoing_totals_query(*, account_ids, now: datetime | None = None) -> Query[dict[int, Outgoing]]:
-    """outgoing_totals_many's statement, to run with others (walletsite.db.pipelined)."""
+def outgoing_totals_query(
+    *, account_ids=None, user_ids=None, now: datetime | None = None
+) -> Query[dict[int, Outgoing]]:
+    """outgoing_totals_many's statement, to run with others (walletsite.db.pipelined): for
+    these accounts, or for the accounts of these users' wallets (by account id either way)."""
+    if (account_ids is None) == (user_ids is None):
+        raise TypeError("outgoing_totals_query takes account_ids or user_ids")
+    params = {"now": now, "margin": BOUND_MARGIN, "types": list(OUTGOING_TYPES)}
+    if user_ids is None:
+        sql, params["account_ids"] = _OUTGOING_SQL, list(account_ids)
+    else:
+        sql, params["user_ids"] = _OUTGOING_OF_USERS_SQL, list(user_ids)
     return Query(
-        _OUTGOING_SQL,
-        {"account_ids": list(account_ids), "now": now, "margin": BOUND_MARGIN, "types": list(OUTGOING_TYPES)},
+        sql,
+        params,
         read=lambda rows: {
             account_id: Outgoing(today=int(today), this_month=int(month)) for account_id, today, month in rows
         },

@@ -21,10 +21,10 @@ from django.utils import timezone
 from accounts.authentication import open_logins_query
 from accounts.models import Tier, User
 from accounts.pin import pin_evaluate, pins_lock_query, pins_save_query
-from ledger.batcher import Batcher
+from ledger.batcher import Batcher, Executed
 from ledger.models import Account
 from ledger.outbox import outbox_emit_query
-from ledger.posting import Leg, Posted, PostingCommand, accounts_lock_query, transactions_evaluate
+from ledger.posting import Leg, Posted, PostingCommand, accounts_lock_selected_query, transactions_evaluate
 from wallets.history import history_item
 from wallets.idempotency import (
     IdempotentRequest,
@@ -136,9 +136,25 @@ def _refused(error: ApiError) -> Outcome:
     return Outcome(error.status, problem(error.code, error.detail, **error.extra), replayed=False)
 
 
-def _parties_query(*, user_ids, handles, wallet_ids) -> Query[list[Wallet]]:
-    """The wallets of these users, handles and ids, each with its owner (the names the
-    answer shows) and the owner's tier (`wallet.user.tier`)."""
+# The wallets a batch concerns: its senders' (by user) and every recipient named (by handle
+# or id). The parties, their accounts' locks and their statuses are each read by it.
+_PARTIES_WHERE = "w.user_id = ANY(%s::uuid[]) OR w.handle = ANY(%s::text[]) OR w.id = ANY(%s::uuid[])"
+
+
+@dataclass(frozen=True)
+class _Parties:
+    user_ids: list
+    handles: list
+    wallet_ids: list
+
+    @property
+    def params(self) -> list[list]:
+        return [self.user_ids, self.handles, self.wallet_ids]
+
+
+def _parties_query(parties: _Parties) -> Query[list[Wallet]]:
+    """The parties' wallets, each with its owner (the names the answer shows) and the owner's
+    tier (`wallet.user.tier`)."""
 
     def read(rows: list[tuple]) -> list[Wallet]:
         wallets = []
@@ -152,7 +168,7 @@ def _parties_query(*, user_ids, handles, wallet_ids) -> Query[list[Wallet]]:
             wallets.append(wallet)
         return wallets
 
-    return Query(_PARTIES_SQL, [list(user_ids), list(handles), list(wallet_ids)], read=read)
+    return Query(_PARTIES_SQL, parties.params, read=read)
 
 
 _WALLET_USER = Wallet._meta.get_field("user")
@@ -163,45 +179,66 @@ _PARTIES_SQL = (
     f"SELECT {model_columns(Wallet, 'w')}, u.name, u.business_name, u.tier_id, {model_columns(Tier, 't')}"  # noqa: S608
     " FROM wallets_wallet AS w JOIN accounts_user AS u ON u.id = w.user_id"
     " JOIN accounts_tier AS t ON t.code = u.tier_id"
-    " WHERE w.user_id = ANY(%s::uuid[]) OR w.handle = ANY(%s::text[]) OR w.id = ANY(%s::uuid[])"
+    f" WHERE {_PARTIES_WHERE}"
 )
 
 
-def _statuses_query(*, wallet_ids) -> Query[dict]:
-    return Query("SELECT id, status FROM wallets_wallet WHERE id = ANY(%s::uuid[])", [list(wallet_ids)], read=dict)
+_PARTIES_ACCOUNTS_SQL = f"SELECT w.account_id FROM wallets_wallet AS w WHERE {_PARTIES_WHERE}"  # noqa: S608
+_STATUSES_SQL = f"SELECT w.id, w.status FROM wallets_wallet AS w WHERE {_PARTIES_WHERE}"  # noqa: S608
+
+
+def _parties_accounts_lock_query(parties: _Parties) -> Query[dict[int, Account]]:
+    """Lock the parties' accounts, in id order (ledger.posting's lock order)."""
+    return accounts_lock_selected_query(ids_sql=_PARTIES_ACCOUNTS_SQL, params=parties.params)
+
+
+def _statuses_query(parties: _Parties) -> Query[dict]:
+    return Query(_STATUSES_SQL, parties.params, read=dict)
 
 
 _CLOCK = Query("SELECT statement_timestamp()", [], read=lambda rows: rows[0][0])
 
 
-def transfers_execute(requests: Sequence[TransferRequest]) -> list[TransferAnswer]:
+def transfers_execute(requests: Sequence[TransferRequest]) -> Executed[TransferAnswer]:
     """Answer a batch of transfer requests inside the caller's transaction: one Outcome (to
     send, and stored with its key when the request reached the money) or one ApiError (not
     stored: the client may fix the request and retry with the same key) per request, in
-    order. No two requests of a batch have the same sender (the batcher's conflict key),
-    so the stored keys and outgoing totals read once hold for every request of it.
+    order, and the writes that the batcher sends with the COMMIT. No two requests of a batch
+    have the same sender (the batcher's conflict key), so the stored keys and outgoing totals
+    read once hold for every request of it.
 
-    Three round trips whatever the batch's size, each a pipeline of statements that do not
-    need one another's answers (walletsite.db.pipelined): the reads, the locks, the writes."""
+    Two round trips whatever the batch's size, each a pipeline of statements that do not
+    need one another's answers (walletsite.db.pipelined): the reads and locks here, then the
+    writes and the COMMIT (ledger.batcher)."""
     answers: list[TransferAnswer | None] = [None] * len(requests)
     idempotency = [r.idempotency for r in requests]
     user_ids = {r.user_id for r in requests}
 
-    # 1. The Idempotency-Key locks, then (later statements, so they see what the locks'
-    #    previous holders committed) the stored answers, the logins, the PINs (locked, in
-    #    user order: concurrent guesses of one user queue), and the wallets: the senders' and
-    #    every recipient named. These are read for every request of the batch, replays
-    #    included, because none of them waits for the others' answers: a replay needs no PIN,
-    #    it only shares the row lock of its user's PIN until the batch commits.
+    # 1. One round trip reads and locks everything the batch needs, in this order (later
+    #    statements see what the earlier locks' previous holders committed): the
+    #    Idempotency-Key locks, the stored answers, the logins, the PINs (locked, in user
+    #    order: concurrent guesses of one user queue), the parties' wallets (the senders' and
+    #    every recipient named), their accounts (locked in id order), then under those locks
+    #    the wallets' statuses, the senders' outgoing totals and the time the batch's rows
+    #    carry. All of it is read for every request of the batch, replays and refusals
+    #    included, because none of it waits for another statement's answer: a replay needs
+    #    no PIN and no account, it only shares their locks until the batch commits.
     refs = {i: wallet_ref_parse(r.to) for i, r in enumerate(requests)}
-    handles = [value for parsed in refs.values() if parsed and parsed[0] == "handle" for value in parsed[1:]]
-    ids = [value for parsed in refs.values() if parsed and parsed[0] == "id" for value in parsed[1:]]
-    locked, stored, open_logins, pins, wallets = pipelined(
+    parties = _Parties(
+        user_ids=list(user_ids),
+        handles=[value for parsed in refs.values() if parsed and parsed[0] == "handle" for value in parsed[1:]],
+        wallet_ids=[value for parsed in refs.values() if parsed and parsed[0] == "id" for value in parsed[1:]],
+    )
+    locked, stored, open_logins, pins, wallets, accounts, statuses, sent, created_at = pipelined(
         idempotency_lock_query(requests=idempotency),
         idempotency_stored_query(requests=idempotency),
         open_logins_query(family_ids=[r.family_id for r in requests]),
         pins_lock_query(user_ids=user_ids),
-        _parties_query(user_ids=user_ids, handles=handles, wallet_ids=ids),
+        _parties_query(parties),
+        _parties_accounts_lock_query(parties),
+        _statuses_query(parties),
+        outgoing_totals_query(user_ids=parties.user_ids),
+        _CLOCK,
     )
     for i, request in enumerate(requests):
         if not locked[i]:
@@ -215,7 +252,7 @@ def transfers_execute(requests: Sequence[TransferRequest]) -> list[TransferAnswe
                 answers[i] = error.as_answer()
     live = [i for i in range(len(requests)) if answers[i] is None]
     if not live:
-        return answers  # type: ignore[return-value]
+        return Executed(answers)  # type: ignore[arg-type]
 
     by_user = {wallet.user_id: wallet for wallet in wallets}
     by_ref = {("handle", wallet.handle): wallet for wallet in wallets} | {
@@ -250,17 +287,9 @@ def transfers_execute(requests: Sequence[TransferRequest]) -> list[TransferAnswe
         else:
             moving.append((i, sender, recipient))
 
-    # 2. The posting: the accounts locked in id order, then (under those locks) the wallets'
-    #    statuses, the senders' outgoing totals and the time the batch's rows carry; then
-    #    every transfer evaluated in order.
+    # 2. The posting: every transfer evaluated in order against the locked accounts.
     writes: list[Query] = []
     if moving:
-        accounts, statuses, sent, created_at = pipelined(
-            accounts_lock_query(account_ids={w.account_id for _, s, r in moving for w in (s, r)}),
-            _statuses_query(wallet_ids={w.id for _, s, r in moving for w in (s, r)}),
-            outgoing_totals_query(account_ids=sorted({s.account_id for _, s, _ in moving})),
-            _CLOCK,
-        )
         tiers = {w.user_id: w.user.tier for _, s, r in moving for w in (s, r)}
         commands = [
             _transfer_command(
@@ -289,15 +318,14 @@ def transfers_execute(requests: Sequence[TransferRequest]) -> list[TransferAnswe
             # The outbox rows commit with the money (ledger.outbox), one INSERT for the batch.
             writes += [batch.write, outbox_emit_query(events=events)]
 
-    # 3. The writes: the money and its events, the PINs' lockout state, the stored answers.
+    # 3. The writes, sent with the COMMIT: the money and its events, the PINs' lockout
+    #    state, the stored answers.
     if changed_pins:
         writes.append(pins_save_query(records=list(changed_pins.values())))
     answered = [(requests[i].idempotency, answers[i]) for i in live if isinstance(answers[i], Outcome)]
     if answered:
         writes.append(idempotency_record_query(answered=answered))
-    if writes:
-        pipelined(*writes)
-    return answers  # type: ignore[return-value]
+    return Executed(answers, writes)  # type: ignore[arg-type]
 
 
 TRANSFERS: Batcher[TransferRequest, TransferAnswer] = Batcher(

@@ -26,11 +26,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from django.db import connection
+from django.db import InterfaceError, OperationalError, connection
 from django.db.backends.postgresql.base import ServerBindingCursor
 from psycopg.types.numeric import Int8
 
-__all__ = ["Int8", "Query", "model_columns", "model_from_row", "pipelined", "prepared_cursor"]
+__all__ = ["CommitOutcomeUnknown", "Int8", "Query", "model_columns", "model_from_row", "pipelined", "prepared_cursor"]
 
 T = TypeVar("T")
 
@@ -66,7 +66,8 @@ def prepared_cursor():
 # more than its latency: the thread gives up the GIL while it waits and, the answer in, waits
 # for it again behind the request threads (up to the 5 ms switch interval each time). The
 # transfer batch (wallets.transfers) runs about a dozen statements whose texts do not depend
-# on one another's answers, so it sends them as three pipelines instead.
+# on one another's answers, so it sends them as two pipelines instead: the reads and locks,
+# then the writes with the COMMIT.
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ class Query(Generic[T]):
     read: Callable[[list[tuple]], T] = list
 
 
-def pipelined(*queries: Query) -> list:
+def pipelined(*queries: Query, commit: bool = False) -> list:
     """Run `queries` in order, sent together and answered together (psycopg's pipeline mode):
     one round trip instead of one per statement, and one result per query, as its `read`
     gives it. A single query runs as a plain statement.
@@ -88,27 +89,59 @@ def pipelined(*queries: Query) -> list:
     the lock's previous holder committed) and everything the statements before it did. If one
     fails, the ones after it do not run, and its error is raised as Django raises database
     errors (the transaction is then aborted, as after any failed statement). More than one
-    query must run inside transaction.atomic, so that they commit or roll back together."""
-    if len(queries) > 1 and not connection.in_atomic_block:
+    query must run inside transaction.atomic, so that they commit or roll back together.
+
+    With `commit`, the COMMIT of the transaction goes in the same round trip, after the last
+    query, when the atomic block is the connection's outermost (inside a caller's own
+    transaction, a test's, the block commits with it instead); leaving the block then has
+    nothing left to commit. A COMMIT sent on a connection that breaks before its answer may or
+    may not have committed: that is raised as CommitOutcomeUnknown, never as an error the
+    caller could take for a rollback and run again."""
+    if (len(queries) > 1 or commit) and not connection.in_atomic_block:
         raise RuntimeError("pipelined statements must run inside transaction.atomic")
+    commit = commit and len(connection.atomic_blocks) == 1
+    statements = [*queries, _COMMIT] if commit else list(queries)
     cursors = []
     try:
-        if len(queries) == 1:
+        if len(statements) == 1:
             cursors.append(connection.cursor())
-            cursors[0].execute(queries[0].sql, queries[0].params)
+            cursors[0].execute(statements[0].sql, statements[0].params)
         else:
             connection.ensure_connection()
             with connection.wrap_database_errors, connection.connection.pipeline():
-                for query in queries:
+                for query in statements:
                     cursors.append(connection.cursor())
                     cursors[-1].execute(query.sql, query.params)
         return [
             query.read(cursor.fetchall() if cursor.description is not None else [])
-            for query, cursor in zip(queries, cursors, strict=True)
+            for query, cursor in zip(queries, cursors, strict=False)
         ]
+    except (OperationalError, InterfaceError) as exc:
+        if commit and not _answered_by_the_server(exc):
+            raise CommitOutcomeUnknown("the connection failed while COMMIT was on its way") from exc
+        raise
     finally:
         for cursor in cursors:
             cursor.close()
+
+
+class CommitOutcomeUnknown(Exception):
+    """The connection failed while COMMIT was on its way: the transaction may have committed."""
+
+
+_COMMIT = Query("COMMIT", [])
+# SQLSTATEs of errors that end the session itself (class 08, connection exceptions; 57P01-05,
+# the server shutting down or crashing, the session terminated): the statements in flight may
+# or may not have run. Any other error answers a statement, which aborts the transaction.
+_SESSION_ENDING = ("08", "57P")
+
+
+def _answered_by_the_server(exc: Exception) -> bool:
+    """True when PostgreSQL answered a statement with this error, so the transaction is known
+    not to have committed (a failed statement aborts it, the COMMIT after it never runs); False
+    for a broken connection, whose statements' fate is unknown."""
+    sqlstate = getattr(exc.__cause__, "sqlstate", None)
+    return sqlstate is not None and not sqlstate.startswith(_SESSION_ENDING)
 
 
 def model_columns(model, alias: str) -> str:

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from django.db import DataError, connection
 
-from ledger.batcher import Batcher, BatchTimeout, CommitOutcomeUnknown
+from ledger.batcher import Batcher, BatchTimeout, CommitOutcomeUnknown, Executed
 from ledger.tests.batching import queue_in_order
 from ledger.tests.faults import backend_killer
 
@@ -57,7 +57,7 @@ class Recorder:
                 cursor.execute("INSERT INTO batcher_probe VALUES (%s, %s)", [abs(value), owner])
                 if value < 0:
                     cursor.execute("SELECT 1 / 0")
-        return [f"ok {v}" for v, _ in commands]
+        return Executed([f"ok {v}" for v, _ in commands])
 
 
 def _result_or_error(batcher: Batcher, command):

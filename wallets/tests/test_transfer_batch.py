@@ -167,20 +167,31 @@ def test_the_balance_ceiling_counts_earlier_credits_of_the_same_batch(monkeypatc
     assert_ledger_consistent()
 
 
-def test_a_batch_is_three_round_trips_and_its_answers_are_what_it_stored(monkeypatch, holder):
-    # given: three senders, one of them with a wrong PIN (so a PIN row is saved too)
+def _count_pipelines(monkeypatch, each=None) -> list[tuple[int, bool]]:
+    """Record every pipeline the batches send, (statements, whether COMMIT goes with them):
+    transfers_execute's own and the batcher's writes; `each` runs before each is sent."""
+    import ledger.batcher
     import wallets.transfers
 
-    senders = [_funded() for _ in range(3)]
-    recipient = register_user()[1]
-    trips: list[int] = []
+    trips: list[tuple[int, bool]] = []
     run = wallets.transfers.pipelined
 
-    def counted(*queries):
-        trips.append(len(queries))
-        return run(*queries)
+    def counted(*queries, commit=False):
+        trips.append((len(queries), commit))
+        if each is not None:
+            each(len(trips))
+        return run(*queries, commit=commit)
 
     monkeypatch.setattr(wallets.transfers, "pipelined", counted)
+    monkeypatch.setattr(ledger.batcher, "pipelined", counted)
+    return trips
+
+
+def test_a_batch_is_two_round_trips_and_its_answers_are_what_it_stored(monkeypatch, holder):
+    # given: three senders, one of them with a wrong PIN (so a PIN row is saved too)
+    senders = [_funded() for _ in range(3)]
+    recipient = register_user()[1]
+    trips = _count_pipelines(monkeypatch)
     # when
     responses = _as_one_batch(
         monkeypatch,
@@ -192,11 +203,12 @@ def test_a_batch_is_three_round_trips_and_its_answers_are_what_it_stored(monkeyp
             for n, (_, _, auth) in enumerate(senders)
         ],
     )
-    # then: each batch was three pipelines: the reads (key locks, stored answers, logins,
-    # PINs, wallets), the locks (accounts, statuses, outgoing totals, the clock) and the
-    # writes (the posting, its events, the PIN state, the stored answers)
+    # then: each batch was two pipelines: the reads and locks (key locks, stored answers,
+    # logins, PINs, wallets, accounts, statuses, outgoing totals, the clock), then the writes
+    # (the posting, its events, the stored answers; for the batch with the wrong PIN, the PIN
+    # state too) with the COMMIT
     assert BATCHES == [1, 3]
-    assert trips == [5, 4, 3, 5, 4, 4]
+    assert trips == [(9, False), (3, True), (9, False), (4, True)]
     assert [r.status_code for r in responses] == [201, 403, 201]
     # and: each answer carries the rows as the database holds them, and is the stored answer
     for (user, _, _), response in zip(senders, responses, strict=True):
@@ -309,35 +321,69 @@ def test_a_lost_commit_answers_503_and_the_retry_moves_the_money_once(monkeypatc
     assert_ledger_consistent()
 
 
-def test_a_backend_dying_before_the_writes_pipeline_splits_the_batch_and_moves_money_once(monkeypatch, holder):
+def test_a_backend_dying_before_the_reads_splits_the_batch_and_moves_money_once(monkeypatch, holder):
     # given: four senders queued as one batch, whose database session is terminated just
-    # before its third pipeline (the writes) is sent
-    import wallets.transfers
-
+    # before its first pipeline (the reads and locks) is sent
     senders = [_funded() for _ in range(4)]
     recipient = register_user()[1]
-    run, kill, calls = wallets.transfers.pipelined, backend_killer(), []
-
-    def dying(*queries):
-        calls.append(len(queries))
-        if len(calls) == 6:  # the holder's batch made calls 1-3; this is the batch's writes
-            kill()
-        return run(*queries)
-
-    monkeypatch.setattr(wallets.transfers, "pipelined", dying)
+    kill = backend_killer()
+    # the holder's batch sends pipelines 1-2; pipeline 3 is the batch's reads
+    _count_pipelines(monkeypatch, each=lambda n: kill() if n == 3 else None)
     # when
     responses = _as_one_batch(
         monkeypatch,
         holder,
         [lambda auth=auth: transfer(APIClient(), auth, to=recipient.handle, amount=25) for _, _, auth in senders],
     )
-    # then: nothing of the failed attempt committed; the batch ran again as two halves on a
-    # new connection, and every transfer moved its money once
+    # then: nothing had been sent to COMMIT, so the batch ran again as two halves on a new
+    # connection, and every transfer moved its money once
     assert BATCHES == [1, 4, 2, 2]
     assert [r.status_code for r in responses] == [201] * 4
     assert balance_of(recipient) == 100
     assert [balance_of(wallet) for _, wallet, _ in senders] == [975] * 4
     assert IdempotencyKey.objects.filter(user__in=[user for user, _, _ in senders]).count() == 4
+    assert Entry.objects.filter(account__wallet=recipient).count() == 4
+    assert_ledger_consistent()
+
+
+def test_a_backend_dying_with_the_writes_and_commit_on_their_way_answers_503_and_retries_move_money_once(
+    monkeypatch, holder
+):
+    # given: four senders queued as one batch, whose session is terminated just as its writes
+    # and COMMIT are sent
+    senders = [_funded() for _ in range(4)]
+    recipient = register_user()[1]
+    kill = backend_killer()
+    # the holder's batch sends pipelines 1-2; pipeline 4 is the batch's writes and COMMIT
+    trips = _count_pipelines(monkeypatch, each=lambda n: kill() if n == 4 else None)
+    keys = [uuid.uuid4().hex for _ in senders]
+    # when
+    responses = _as_one_batch(
+        monkeypatch,
+        holder,
+        [
+            lambda auth=auth, key=key: transfer(APIClient(), auth, to=recipient.handle, amount=25, key=key)
+            for (_, _, auth), key in zip(senders, keys, strict=True)
+        ],
+    )
+    # then: the COMMIT may have committed, so the batch is not run again and every transfer
+    # of it says its outcome is unknown
+    assert BATCHES == [1, 4]
+    assert trips[3] == (3, True)
+    assert [(r.status_code, r.json()["code"]) for r in responses] == [(503, "service_unavailable")] * 4
+    # and: each client's retry with its key finds out (here: nothing had committed), once
+    retried = [
+        transfer(APIClient(), auth, to=recipient.handle, amount=25, key=key)
+        for (_, _, auth), key in zip(senders, keys, strict=True)
+    ]
+    again = [
+        transfer(APIClient(), auth, to=recipient.handle, amount=25, key=key)
+        for (_, _, auth), key in zip(senders, keys, strict=True)
+    ]
+    assert [r.status_code for r in retried] == [201] * 4
+    assert [r.headers.get("Idempotent-Replayed") for r in again] == ["true"] * 4
+    assert balance_of(recipient) == 100
+    assert [balance_of(wallet) for _, wallet, _ in senders] == [975] * 4
     assert Entry.objects.filter(account__wallet=recipient).count() == 4
     assert_ledger_consistent()
 

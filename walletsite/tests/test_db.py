@@ -1,11 +1,14 @@
-"""walletsite.db.pipelined: statements sent together keep the meaning they have one by one."""
+"""walletsite.db.pipelined: statements sent together keep the meaning they have one by one, and
+a COMMIT sent with them is either answered or reported as an unknown outcome."""
 
 from __future__ import annotations
 
 import pytest
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, connections, transaction
+from psycopg.pq import TransactionStatus
 
-from walletsite.db import Query, pipelined
+from ledger.tests.faults import backend_killer
+from walletsite.db import CommitOutcomeUnknown, Query, pipelined
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -48,3 +51,73 @@ def test_many_statements_need_a_transaction_and_one_does_not():
         pipelined(Query("SELECT 1", []), Query("SELECT 2", []))
     assert pipelined(Query("SELECT %s::int + 1", [41], read=lambda rows: rows[0][0])) == [42]
     assert connection.in_atomic_block is False
+
+
+@pytest.fixture
+def probe():
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE db_probe (n int PRIMARY KEY)")
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE db_probe")
+
+
+def _seen_elsewhere() -> list[int]:
+    """db_probe's rows as another session sees them (what has committed)."""
+    other = connections.create_connection("default")
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT n FROM db_probe ORDER BY n")
+            return [n for (n,) in cursor.fetchall()]
+    finally:
+        other.close()
+
+
+def test_commit_goes_with_the_last_statements_and_leaves_the_block_nothing_to_commit(probe):
+    with transaction.atomic(durable=True):
+        (inserted,) = pipelined(Query("INSERT INTO db_probe VALUES (1), (2) RETURNING n", []), commit=True)
+        # then: committed before the block ends
+        assert _seen_elsewhere() == [1, 2]
+        assert connection.connection.info.transaction_status == TransactionStatus.IDLE
+    assert inserted == [(1,), (2,)]
+    assert _seen_elsewhere() == [1, 2]
+
+
+def test_inside_a_callers_transaction_commit_waits_for_the_caller(probe):
+    with transaction.atomic():
+        with transaction.atomic():
+            pipelined(Query("INSERT INTO db_probe VALUES (1)", []), commit=True)
+        assert _seen_elsewhere() == []
+    assert _seen_elsewhere() == [1]
+
+
+def test_a_statement_the_server_refuses_rolls_back_and_raises_as_it_is(probe):
+    # given: a write, then a statement PostgreSQL cancels (57014, an OperationalError)
+    with pytest.raises(OperationalError) as raised, transaction.atomic(durable=True):
+        pipelined(
+            Query("SET LOCAL statement_timeout = 1", []),
+            Query("INSERT INTO db_probe VALUES (1)", []),
+            Query("SELECT pg_sleep(0.2)", []),
+            commit=True,
+        )
+    # then: known not to have committed (the COMMIT after it never ran), so it is not
+    # reported as an unknown outcome, and the connection goes on
+    assert raised.value.__cause__.sqlstate == "57014"
+    assert _seen_elsewhere() == []
+    with transaction.atomic(durable=True):
+        pipelined(Query("INSERT INTO db_probe VALUES (2)", []), commit=True)
+    assert _seen_elsewhere() == [2]
+
+
+def test_a_connection_lost_with_the_commit_on_its_way_is_an_unknown_outcome(probe):
+    # given: a session terminated just before its writes and COMMIT are sent
+    kill = backend_killer()
+    with pytest.raises(CommitOutcomeUnknown), transaction.atomic(durable=True):
+        kill()
+        pipelined(Query("INSERT INTO db_probe VALUES (1)", []), Query("SELECT 1", []), commit=True)
+    # then: here nothing had committed; a new connection serves the next transaction
+    assert _seen_elsewhere() == []
+    connection.close()
+    with transaction.atomic(durable=True):
+        pipelined(Query("INSERT INTO db_probe VALUES (3)", []), commit=True)
+    assert _seen_elsewhere() == [3]
