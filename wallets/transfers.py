@@ -137,7 +137,9 @@ def _refused(error: ApiError) -> Outcome:
 
 
 # The wallets a batch concerns: its senders' (by user) and every recipient named (by handle
-# or id). The parties, their accounts' locks and their statuses are each read by it.
+# or id). The parties, their accounts' locks and their statuses are each read by it, in
+# statements of one round trip; all three find the same wallets because a wallet is never
+# deleted and its id, user and handle never change.
 _PARTIES_WHERE = "w.user_id = ANY(%s::uuid[]) OR w.handle = ANY(%s::text[]) OR w.id = ANY(%s::uuid[])"
 
 
