@@ -15,7 +15,8 @@ once per batch instead of once per command.
 
 Each command still succeeds or fails on its own: `execute` evaluates them in order and
 returns a refusal (insufficient funds, a wrong PIN) as that command's result, not as an
-error of the batch. What the batcher adds:
+error of the batch. It returns its writes too (`Executed`), which the batcher sends with the
+COMMIT, in one round trip (walletsite.db.pipelined). What the batcher adds:
 
 - Conflicts: two commands with the same `conflict_key` (the transfer batcher uses the
   sender) never share a batch; the later one waits for the next, in arrival order. That is
@@ -24,10 +25,11 @@ error of the batch. What the batcher adds:
 - Retries: a deadlock or serialization failure rolls the whole transaction back, so the
   batch runs again (ledger.posting.with_retries).
 - Splitting: when the database work of a batch fails otherwise (a constraint, a trigger, a
-  broken connection before COMMIT), it rolled back entirely; the batch is split in halves,
+  connection broken before the writes and COMMIT are sent), it rolled back entirely; the
+  batch is split in halves,
   each run on its own, down to the one command that fails, which alone gets the error.
-- A lost COMMIT: when the connection breaks while COMMIT is on its way, the batch may or may
-  not have committed. It is never run again: every command of it fails with
+- A lost COMMIT: when the connection breaks while the writes and COMMIT are on their way, the
+  batch may or may not have committed. It is never run again: every command of it fails with
   `CommitOutcomeUnknown` (503 to the client, which retries with its Idempotency-Key and gets
   the stored answer if the batch did commit, or a fresh run if it did not, since the keys
   commit with the money).
