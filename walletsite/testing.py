@@ -1,5 +1,7 @@
 """Helpers for the test suite only."""
 
+import contextlib
+
 from django.contrib.auth.hashers import BCryptSHA256PasswordHasher
 
 
@@ -68,3 +70,31 @@ def explain_generic_plan(sql: str) -> str:
     with connection.cursor() as cursor:
         cursor.execute("EXPLAIN (GENERIC_PLAN) " + sql.replace("%%", "%"))
         return "\n".join(row[0] for row in cursor.fetchall())
+
+
+@contextlib.contextmanager
+def probe_table(name: str, columns: str):
+    """A table for one test (`CREATE TABLE name (columns)`), dropped afterwards: for tests of
+    the database plumbing that write rows and read back what committed."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE TABLE {name} ({columns})")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP TABLE {name}")
+
+
+def committed_rows(sql: str) -> list[tuple]:
+    """What `sql` reads in a session of its own: only what has committed."""
+    from django.db import connections
+
+    other = connections.create_connection("default")
+    try:
+        with other.cursor() as cursor:
+            cursor.execute(sql)
+            return cursor.fetchall()
+    finally:
+        other.close()

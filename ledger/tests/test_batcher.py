@@ -14,23 +14,19 @@ from django.db import DataError, connection
 from ledger.batcher import Batcher, BatchTimeout, CommitOutcomeUnknown, Executed
 from ledger.tests.batching import queue_in_order
 from ledger.tests.faults import backend_killer
+from walletsite.testing import committed_rows, probe_table
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
 def probe():
-    with connection.cursor() as cursor:
-        cursor.execute("CREATE TABLE batcher_probe (v integer PRIMARY KEY, owner text NOT NULL)")
-    yield
-    with connection.cursor() as cursor:
-        cursor.execute("DROP TABLE batcher_probe")
+    with probe_table("batcher_probe", "v integer PRIMARY KEY, owner text NOT NULL"):
+        yield
 
 
 def _committed() -> list[int]:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT v FROM batcher_probe ORDER BY v")
-        return [v for (v,) in cursor.fetchall()]
+    return [v for (v,) in committed_rows("SELECT v FROM batcher_probe ORDER BY v")]
 
 
 class Recorder:

@@ -4,11 +4,12 @@ a COMMIT sent with them is either answered or reported as an unknown outcome."""
 from __future__ import annotations
 
 import pytest
-from django.db import IntegrityError, OperationalError, connection, connections, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from psycopg.pq import TransactionStatus
 
 from ledger.tests.faults import backend_killer
 from walletsite.db import CommitOutcomeUnknown, Query, pipelined
+from walletsite.testing import committed_rows, probe_table
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -55,22 +56,13 @@ def test_many_statements_need_a_transaction_and_one_does_not():
 
 @pytest.fixture
 def probe():
-    with connection.cursor() as cursor:
-        cursor.execute("CREATE TABLE db_probe (n int PRIMARY KEY)")
-    yield
-    with connection.cursor() as cursor:
-        cursor.execute("DROP TABLE db_probe")
+    with probe_table("db_probe", "n int PRIMARY KEY"):
+        yield
 
 
 def _seen_elsewhere() -> list[int]:
     """db_probe's rows as another session sees them (what has committed)."""
-    other = connections.create_connection("default")
-    try:
-        with other.cursor() as cursor:
-            cursor.execute("SELECT n FROM db_probe ORDER BY n")
-            return [n for (n,) in cursor.fetchall()]
-    finally:
-        other.close()
+    return [n for (n,) in committed_rows("SELECT n FROM db_probe ORDER BY n")]
 
 
 def test_commit_goes_with_the_last_statements_and_leaves_the_block_nothing_to_commit(probe):
