@@ -28,7 +28,7 @@ from django.db import OperationalError, connection, transaction
 
 from ledger.models import Account, Entry, Transaction
 from walletsite import metrics
-from walletsite.db import Query, model_columns, model_from_row, pipelined
+from walletsite.db import Query, model_columns, model_from_row, pipelined, sqlstate_of
 from walletsite.errors import ApiError, CurrencyMismatch, InsufficientFunds, LimitExceeded
 
 logger = logging.getLogger("ledger.posting")
@@ -107,31 +107,33 @@ def accounts_lock_query(*, account_ids: Iterable[int]) -> Query[dict[int, Accoun
     ids = sorted(set(account_ids))
 
     def read(rows: list[tuple]) -> dict[int, Account]:
-        accounts = {account.id: account for account in (model_from_row(Account, row) for row in rows)}
+        accounts = _accounts_by_id(rows)
         missing = set(ids) - set(accounts)
         if missing:
             raise ValueError(f"no ledger accounts {sorted(missing)}")
         return accounts
 
-    return Query(
-        f"SELECT {_ACCOUNT_COLUMNS} FROM ledger_account AS a"  # noqa: S608 - the model's column names
-        " WHERE a.id = ANY(%s::bigint[]) ORDER BY a.id FOR NO KEY UPDATE OF a",
-        [ids],
-        read=read,
-    )
+    return Query(_accounts_lock_sql("a.id = ANY(%s::bigint[])"), [ids], read=read)
 
 
 def accounts_lock_selected_query(*, ids_sql: str, params: Sequence) -> Query[dict[int, Account]]:
     """accounts_lock_query for the accounts whose ids a subquery selects (`ids_sql`: a SELECT
     of one bigint column, with its `params`), for a caller that knows who owns the accounts
-    but not yet their ids: finding and locking them is one statement. The same lock order:
-    ascending by id (the locks are taken on the sorted rows)."""
-    return Query(
+    but not yet their ids: finding and locking them is one statement."""
+    return Query(_accounts_lock_sql(f"a.id IN ({ids_sql})"), params, read=_accounts_by_id)
+
+
+def _accounts_lock_sql(condition: str) -> str:
+    """The lock statement of the accounts that meet `condition`, in the lock order: ascending
+    by id (the rows are sorted, then locked)."""
+    return (
         f"SELECT {_ACCOUNT_COLUMNS} FROM ledger_account AS a"  # noqa: S608 - the model's column names
-        f" WHERE a.id IN ({ids_sql}) ORDER BY a.id FOR NO KEY UPDATE OF a",
-        params,
-        read=lambda rows: {account.id: account for account in (model_from_row(Account, row) for row in rows)},
+        f" WHERE {condition} ORDER BY a.id FOR NO KEY UPDATE OF a"
     )
+
+
+def _accounts_by_id(rows: list[tuple]) -> dict[int, Account]:
+    return {account.id: account for account in (model_from_row(Account, row) for row in rows)}
 
 
 _ACCOUNT_COLUMNS = model_columns(Account, "a")
@@ -330,7 +332,7 @@ def with_retries(block: Callable[[], T], *, attempts: int = 4) -> T:
         try:
             return block()
         except OperationalError as exc:
-            code = getattr(getattr(exc, "__cause__", None), "sqlstate", None)
+            code = sqlstate_of(exc)
             if code not in _RETRYABLE or attempt == attempts:
                 raise
             logger.warning("retrying after a transient database conflict", extra={"sqlstate": code, "attempt": attempt})

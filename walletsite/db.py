@@ -30,7 +30,16 @@ from django.db import InterfaceError, OperationalError, connection
 from django.db.backends.postgresql.base import ServerBindingCursor
 from psycopg.types.numeric import Int8
 
-__all__ = ["CommitOutcomeUnknown", "Int8", "Query", "model_columns", "model_from_row", "pipelined", "prepared_cursor"]
+__all__ = [
+    "CommitOutcomeUnknown",
+    "Int8",
+    "Query",
+    "model_columns",
+    "model_from_row",
+    "pipelined",
+    "prepared_cursor",
+    "sqlstate_of",
+]
 
 T = TypeVar("T")
 
@@ -114,7 +123,7 @@ def pipelined(*queries: Query, commit: bool = False) -> list:
                     cursors[-1].execute(query.sql, query.params)
         return [
             query.read(cursor.fetchall() if cursor.description is not None else [])
-            for query, cursor in zip(queries, cursors, strict=False)
+            for query, cursor in zip(queries, cursors[: len(queries)], strict=True)
         ]
     except (OperationalError, InterfaceError) as exc:
         if commit and not _answered_by_the_server(exc):
@@ -140,8 +149,14 @@ def _answered_by_the_server(exc: Exception) -> bool:
     """True when PostgreSQL answered a statement with this error, so the transaction is known
     not to have committed (a failed statement aborts it, the COMMIT after it never runs); False
     for a broken connection, whose statements' fate is unknown."""
-    sqlstate = getattr(exc.__cause__, "sqlstate", None)
+    sqlstate = sqlstate_of(exc)
     return sqlstate is not None and not sqlstate.startswith(_SESSION_ENDING)
+
+
+def sqlstate_of(exc: Exception) -> str | None:
+    """The SQLSTATE PostgreSQL answered with, for an error as Django raises it (psycopg's own
+    error is its cause); None when no answer came (a broken connection)."""
+    return getattr(getattr(exc, "__cause__", None), "sqlstate", None)
 
 
 def model_columns(model, alias: str) -> str:
